@@ -1,0 +1,168 @@
+"""Artifact metadata: the single source of truth that travels with every checkpoint and exported file.
+
+Checkpoints store it under the ``meta`` key, ONNX files in ``metadata_props["edgevid"]``, OpenVINO IR in
+``rt_info["edgevid"]``, and formats without a metadata slot (TensorRT engines) in a sidecar
+``<artifact>.edgevid.json``. :func:`read_meta` reads it from any of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgevid import __version__
+from edgevid.errors import EdgevidError
+
+HEAD_KINDS = ("clip", "frame", "dense", "features")
+PRECISIONS = ("fp32", "fp16", "int8")
+META_KEY = "edgevid"
+
+
+@dataclass
+class ArtifactMeta:
+    """What a loader needs to run an artifact: model, labels, input geometry, sampling and preprocessing."""
+
+    model: str
+    classes: list[str]
+    frames: int
+    size: int
+    sampling_stride: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    head: str = "clip"
+    fps: float = 30.0
+    precision: str = "fp32"
+    arch: dict[str, Any] = field(default_factory=dict)
+    streaming: bool = False
+    edgevid_version: str = __version__
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.classes = [str(c) for c in self.classes]
+        self.mean = tuple(float(v) for v in self.mean)
+        self.std = tuple(float(v) for v in self.std)
+        if self.head not in HEAD_KINDS:
+            raise EdgevidError(f"metadata head {self.head!r} is not one of {', '.join(HEAD_KINDS)}")
+        if self.precision not in PRECISIONS:
+            raise EdgevidError(f"metadata precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise EdgevidError("metadata mean/std must have 3 values (RGB)")
+        if self.frames < 1 or self.size < 1 or self.sampling_stride < 1:
+            raise EdgevidError("metadata frames, size and sampling_stride must be positive")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def replace(self, **changes: Any) -> ArtifactMeta:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["mean"] = list(self.mean)
+        data["std"] = list(self.std)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "metadata") -> ArtifactMeta:
+        known = {f.name for f in dataclasses.fields(cls)}
+        missing = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING and f.name not in data]
+        if missing:
+            raise EdgevidError(f"{source}: edgevid metadata lacks {', '.join(missing)}")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "metadata") -> ArtifactMeta:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise EdgevidError(f"{source}: edgevid metadata is not valid JSON ({exc.msg})") from None
+        return cls.from_dict(data, source)
+
+
+def sidecar_path(artifact: str | Path) -> Path:
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name + ".edgevid.json")
+
+
+def read_meta(artifact: str | Path) -> ArtifactMeta:
+    """Read the metadata of a checkpoint, run directory, ONNX file, OpenVINO IR or TensorRT engine."""
+    path = Path(artifact)
+    if not path.exists():
+        raise EdgevidError(f"{path}: no such file or directory")
+    if path.is_dir():
+        from edgevid.checkpoint import resolve_checkpoint
+
+        path = resolve_checkpoint(path)
+    suffix = path.suffix.lower()
+    if suffix in (".pt", ".pth", ".ckpt"):
+        from edgevid.checkpoint import load_checkpoint
+
+        return load_checkpoint(path).meta
+    if suffix == ".onnx":
+        return _read_onnx_meta(path)
+    if suffix == ".xml":
+        return _read_openvino_meta(path)
+    sidecar = sidecar_path(path)
+    if sidecar.exists():
+        return ArtifactMeta.from_json(sidecar.read_text(encoding="utf-8"), str(sidecar))
+    raise EdgevidError(
+        f"{path}: cannot read edgevid metadata (expected a .pt checkpoint, run directory, .onnx, OpenVINO .xml, "
+        f"or a sidecar {sidecar.name})"
+    )
+
+
+def _read_onnx_meta(path: Path) -> ArtifactMeta:
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and others for corrupt files
+        raise EdgevidError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+    for prop in model.metadata_props:
+        if prop.key == META_KEY:
+            return ArtifactMeta.from_json(prop.value, str(path))
+    sidecar = sidecar_path(path)
+    if sidecar.exists():
+        return ArtifactMeta.from_json(sidecar.read_text(encoding="utf-8"), str(sidecar))
+    raise EdgevidError(f"{path}: ONNX model has no edgevid metadata (metadata_props['{META_KEY}'])")
+
+
+def write_onnx_meta(model: Any, meta: ArtifactMeta) -> None:
+    """Store ``meta`` in an in-memory ``onnx.ModelProto``'s metadata_props."""
+    kept = [p for p in model.metadata_props if p.key != META_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    entry = model.metadata_props.add()
+    entry.key = META_KEY
+    entry.value = meta.to_json()
+
+
+def _read_openvino_meta(path: Path) -> ArtifactMeta:
+    import openvino as ov
+
+    if not path.with_suffix(".bin").exists():
+        raise EdgevidError(f"{path}: OpenVINO IR weights {path.with_suffix('.bin').name} are missing")
+    try:
+        model = ov.Core().read_model(str(path))
+    except Exception as exc:
+        raise EdgevidError(f"{path}: not a readable OpenVINO IR ({str(exc).splitlines()[0][:120]})") from None
+    return openvino_meta(model, str(path))
+
+
+def openvino_meta(model: Any, source: str) -> ArtifactMeta:
+    """Metadata of an in-memory ``openvino.Model``."""
+    if not model.has_rt_info(META_KEY):
+        raise EdgevidError(f"{source}: OpenVINO model has no edgevid metadata (rt_info['{META_KEY}'])")
+    return ArtifactMeta.from_json(model.get_rt_info(META_KEY).astype(str), source)
+
+
+def write_openvino_meta(model: Any, meta: ArtifactMeta) -> None:
+    model.set_rt_info(meta.to_json(), META_KEY)

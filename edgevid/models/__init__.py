@@ -1,0 +1,26 @@
+"""The model zoo. Importing this package registers every family."""
+
+from edgevid.models import tiny3d  # noqa: F401  (registers)
+from edgevid.models.base import HEAD_KINDS, VideoHead, VideoModel
+from edgevid.models.registry import (
+    ModelSpec,
+    count_macs,
+    count_params,
+    create_model,
+    get_spec,
+    list_models,
+    register_model,
+)
+
+__all__ = [
+    "HEAD_KINDS",
+    "ModelSpec",
+    "VideoHead",
+    "VideoModel",
+    "count_macs",
+    "count_params",
+    "create_model",
+    "get_spec",
+    "list_models",
+    "register_model",
+]

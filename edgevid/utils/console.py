@@ -1,0 +1,56 @@
+"""Shared terminal output: one console, one progress-bar style, tables from rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def progress(transient: bool = False) -> Progress:
+    """A progress bar with count, elapsed time, ETA and a free-form ``{task.fields[info]}`` column."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        transient=transient,
+    )
+
+
+def make_table(rows: Iterable[dict[str, Any]], columns: Sequence[str], title: str | None = None,
+               formats: dict[str, str] | None = None) -> Table:
+    """A rich table with one row per dict; ``formats`` maps a column to a format spec such as ``.2f``."""
+    formats = formats or {}
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="left" if col in (columns[0],) else "right")
+    for row in rows:
+        cells = []
+        for col in columns:
+            value = row.get(col)
+            if value is None:
+                cells.append("-")
+            elif col in formats and isinstance(value, (int, float)):
+                cells.append(format(value, formats[col]))
+            else:
+                cells.append(str(value))
+        table.add_row(*cells)
+    return table
