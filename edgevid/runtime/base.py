@@ -1,0 +1,108 @@
+"""The Predictor interface every backend implements, and :func:`load` which picks the backend for an artifact."""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+from edgevid.errors import EdgevidError
+from edgevid.meta import ArtifactMeta
+
+
+class Predictor(ABC):
+    """Runs one artifact. Input: normalised float32 clips [B, 3, T, H, W]; output: the head's scores as numpy.
+
+    ``preprocess`` turns raw uint8 RGB frames [T, H, W, 3] into one normalised clip [3, T, size, size] using
+    the artifact's metadata, so every backend sees the same input.
+    """
+
+    backend: str = ""
+
+    def __init__(self, meta: ArtifactMeta, path: Path, device: str) -> None:
+        self.meta = meta
+        self.path = path
+        self.device = device
+        self._transform = None
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        """(3, T, H, W) of one clip."""
+        return (3, self.meta.frames, self.meta.size, self.meta.size)
+
+    def preprocess(self, frames) -> np.ndarray:
+        if self._transform is None:
+            from edgevid.data.transforms import eval_transform
+
+            self._transform = eval_transform(self.meta.size, self.meta.mean, self.meta.std)
+        clip = self._transform(frames)
+        return np.ascontiguousarray(clip.numpy() if hasattr(clip, "numpy") else clip, dtype=np.float32)
+
+    def check_batch(self, clips) -> np.ndarray:
+        clips = np.asarray(clips.numpy() if hasattr(clips, "numpy") else clips, dtype=np.float32)
+        if clips.ndim == 4:
+            clips = clips[None]
+        if clips.ndim != 5 or clips.shape[1] != 3:
+            raise EdgevidError(f"{self.path}: expected clips [B, 3, T, H, W], got shape {list(clips.shape)}")
+        if tuple(clips.shape[3:]) != (self.meta.size, self.meta.size) or not self._accepts_frames(clips.shape[2]):
+            raise EdgevidError(
+                f"{self.path}: input {list(clips.shape[1:])} does not fit this artifact "
+                f"(expects [3, {self.meta.frames}, {self.meta.size}, {self.meta.size}])"
+            )
+        return np.ascontiguousarray(clips)
+
+    def _accepts_frames(self, frames: int) -> bool:
+        return frames == self.meta.frames
+
+    def predict(self, clips) -> np.ndarray:
+        """Scores for a batch of clips (or one clip [3, T, H, W])."""
+        return self._run(self.check_batch(clips))
+
+    @abstractmethod
+    def _run(self, clips: np.ndarray) -> np.ndarray:
+        """Backend inference on a checked, contiguous float32 batch."""
+
+    def warmup(self, iterations: int = 3, batch: int = 1) -> float:
+        """Run a few zero batches; returns the mean seconds per run."""
+        dummy = np.zeros((batch, *self.input_shape), dtype=np.float32)
+        start = time.perf_counter()
+        for _ in range(iterations):
+            self._run(dummy)
+        return (time.perf_counter() - start) / max(iterations, 1)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path}, model={self.meta.model}, device={self.device})"
+
+
+_BACKENDS: dict[str, type[Predictor]] = {}
+
+
+def register_backend(*suffixes: str):
+    """Class decorator mapping artifact suffixes (``.pt``, ``.onnx`` ...) to a Predictor class."""
+
+    def decorate(cls: type[Predictor]) -> type[Predictor]:
+        for suffix in suffixes:
+            _BACKENDS[suffix] = cls
+        return cls
+
+    return decorate
+
+
+def backend_for(path: Path) -> type[Predictor]:
+    suffix = ".pt" if path.is_dir() else path.suffix.lower()
+    if suffix not in _BACKENDS:
+        raise EdgevidError(
+            f"{path}: unknown artifact type {suffix or '(no suffix)'}; expected one of {', '.join(sorted(_BACKENDS))} "
+            "or a run directory"
+        )
+    return _BACKENDS[suffix]
+
+
+def load(artifact: str | Path, device: str = "cpu", threads: int | None = None) -> Predictor:
+    """Load any edgevid artifact (checkpoint/run dir, .onnx, OpenVINO .xml, TensorRT .engine) as a Predictor."""
+    path = Path(artifact)
+    if not path.exists():
+        raise EdgevidError(f"{path}: no such artifact")
+    return backend_for(path).open(path, device=device, threads=threads)
