@@ -1,6 +1,6 @@
 """The model zoo. Importing this package registers every family."""
 
-from edgevid.models import tiny3d  # noqa: F401  (registers)
+from edgevid.models import c3d, i3d, p3d, slowfast, tiny3d, tsm, video_resnet, x3d  # noqa: F401  (registers)
 from edgevid.models.base import HEAD_KINDS, VideoHead, VideoModel
 from edgevid.models.registry import (
     ModelSpec,

@@ -53,9 +53,11 @@ class VideoHead(nn.Module):
             return feats
         if kind == "clip":
             return self.fc(self.dropout(self.hidden(feats.mean(dim=(2, 3, 4)))))
-        x = feats.mean(dim=(3, 4)) if kind == "frame" else feats
-        x = self.fc(self.dropout(self.hidden(x.movedim(1, -1))))
-        return x.movedim(-1, 1)
+        if kind == "frame":
+            x = self.fc(self.dropout(self.hidden(feats.mean(dim=(3, 4)).permute(0, 2, 1))))
+            return x.permute(0, 2, 1)
+        x = self.fc(self.dropout(self.hidden(feats.permute(0, 2, 3, 4, 1))))
+        return x.permute(0, 4, 1, 2, 3)
 
 
 class VideoModel(nn.Module):

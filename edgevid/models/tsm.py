@@ -1,0 +1,113 @@
+"""TSM: Temporal Shift Module (Lin et al. 2019) on 2D ResNet and MobileNetV2 backbones.
+
+Frames are folded into the batch and run through a 2D backbone; in the residual branch of each block
+("blockres" placement) a :class:`TemporalShift` moves a fraction of the channels along time at zero cost.
+The shift is built only from slicing and ``torch.cat`` (no writes into a zeros tensor, which the ONNX
+exporter traces as a constant) and unfolds time with ``T`` taken from the input at run time, so exported
+graphs accept any batch and clip length.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from edgevid.models.base import IMAGENET_MEAN, IMAGENET_STD, VideoHead, VideoModel
+from edgevid.models.mobilenetv2 import MobileNetV2
+from edgevid.models.registry import register_model
+from edgevid.models.resnet2d import resnet2d
+
+SHIFT_MODES = ("bidirectional", "online")
+
+
+class TemporalShift(nn.Module):
+    """Shift channels along time on a [N*T, C, H, W] tensor; frames at the clip ends are zero-filled.
+
+    ``bidirectional`` (as mit-han-lab's TSM): channels ``[0, C/fold_div)`` of frame t come from frame t+1,
+    channels ``[C/fold_div, 2C/fold_div)`` from frame t-1, the rest stay. ``online`` (past only): channels
+    ``[0, C/fold_div)`` come from frame t-1, the rest stay, which is what a frame-by-frame model reproduces
+    by caching those channels of the previous frame (the shift buffer).
+    """
+
+    def __init__(self, fold_div: int = 8, mode: str = "bidirectional") -> None:
+        super().__init__()
+        if mode not in SHIFT_MODES:
+            raise ValueError(f"shift mode must be one of {', '.join(SHIFT_MODES)}, got {mode!r}")
+        if fold_div < 1:
+            raise ValueError(f"fold_div must be >= 1, got {fold_div}")
+        self.fold_div = fold_div
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        _, c, h, w = x.shape
+        fold = c // self.fold_div
+        clip = x.reshape(-1, frames, c, h, w)
+        if self.mode == "online":
+            parts = (self._from_previous(clip[:, :, :fold]), clip[:, :, fold:])
+        else:
+            parts = (self._from_next(clip[:, :, :fold]), self._from_previous(clip[:, :, fold:2 * fold]),
+                     clip[:, :, 2 * fold:])
+        return torch.cat(parts, dim=2).reshape(-1, c, h, w)
+
+    @staticmethod
+    def _from_previous(part: torch.Tensor) -> torch.Tensor:
+        """Frame t takes frame t-1's values; frame 0 gets zeros."""
+        return torch.cat((torch.zeros_like(part[:, :1]), part[:, :-1]), dim=1)
+
+    @staticmethod
+    def _from_next(part: torch.Tensor) -> torch.Tensor:
+        """Frame t takes frame t+1's values; the last frame gets zeros."""
+        return torch.cat((part[:, 1:], torch.zeros_like(part[:, :1])), dim=1)
+
+    def extra_repr(self) -> str:
+        return f"fold_div={self.fold_div}, mode={self.mode!r}"
+
+
+class TSM(VideoModel):
+    """A 2D backbone with temporal shifts; [B, 3, T, H, W] in, time kept (no temporal downsampling).
+
+    ``backbone`` provides ``forward_features(x, frames)``, ``residual_blocks()`` (blocks with a ``temporal``
+    hook) and ``num_features``.
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: int, head: str = "clip", shift_mode: str = "bidirectional",
+                 fold_div: int = 8, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.backbone = backbone
+        for block in backbone.residual_blocks():
+            block.temporal = TemporalShift(fold_div, shift_mode)
+        self.num_features = backbone.num_features
+        self.head = VideoHead(self.num_features, num_classes, head, dropout=dropout)
+        nn.init.normal_(self.head.fc.weight, 0, 0.001)
+        nn.init.zeros_(self.head.fc.bias)
+
+    @property
+    def shift_mode(self) -> str:
+        return self.backbone.residual_blocks()[0].temporal.mode
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        _, c, t, h, w = x.shape
+        frames = x.transpose(1, 2).reshape(-1, c, h, w)
+        feats = self.backbone.forward_features(frames, t)
+        return feats.reshape(-1, t, *feats.shape[1:]).transpose(1, 2)
+
+
+_TSM_SPEC = dict(family="tsm", frames=8, size=224, sampling_rate=8, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+_SEGMENTS = "8 TSN-style segments: one frame from each eighth of the video (sampling rate 8 for fixed-stride loaders)"
+
+
+@register_model("tsm_r18", description=f"TSM ResNet-18, {_SEGMENTS}", **_TSM_SPEC)
+def tsm_r18(num_classes: int = 400, head: str = "clip", drop_path: float = 0.0, **overrides) -> TSM:
+    return TSM(resnet2d("resnet18", num_classes=0, drop_path=drop_path), num_classes, head, **overrides)
+
+
+@register_model("tsm_r50", description=f"TSM ResNet-50, {_SEGMENTS}", **_TSM_SPEC)
+def tsm_r50(num_classes: int = 400, head: str = "clip", drop_path: float = 0.0, **overrides) -> TSM:
+    return TSM(resnet2d("resnet50", num_classes=0, drop_path=drop_path), num_classes, head, **overrides)
+
+
+@register_model("tsm_mobilenetv2", description=f"TSM MobileNetV2 (online-capable), {_SEGMENTS}", **_TSM_SPEC)
+def tsm_mobilenetv2(num_classes: int = 400, head: str = "clip", drop_path: float = 0.0, width_mult: float = 1.0,
+                    **overrides) -> TSM:
+    backbone = MobileNetV2(num_classes=0, width_mult=width_mult, drop_path=drop_path)
+    return TSM(backbone, num_classes, head, **overrides)
