@@ -57,6 +57,16 @@ class ArtifactMeta:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def accepts_frames(self, frames: int) -> bool:
+        """Whether an exported artifact takes clips of ``frames`` frames.
+
+        Exporters record the time axis in ``extra``: ``dynamic_time`` (bool), and for a dynamic axis the model's
+        ``min_frames`` and ``frame_multiple``. Without ``dynamic_time`` only ``self.frames`` fits.
+        """
+        if not self.extra.get("dynamic_time"):
+            return frames == self.frames
+        return frames >= int(self.extra.get("min_frames", 1)) and frames % int(self.extra.get("frame_multiple", 1)) == 0
+
     def replace(self, **changes: Any) -> ArtifactMeta:
         return dataclasses.replace(self, **changes)
 
@@ -146,15 +156,21 @@ def write_onnx_meta(model: Any, meta: ArtifactMeta) -> None:
 
 
 def _read_openvino_meta(path: Path) -> ArtifactMeta:
+    return openvino_meta(read_openvino_model(path), str(path))
+
+
+def read_openvino_model(path: Path) -> Any:
+    """Read an OpenVINO IR (``.xml`` + ``.bin``); a missing .bin or a corrupt file is an error naming it."""
     import openvino as ov
 
-    if not path.with_suffix(".bin").exists():
-        raise EdgevidError(f"{path}: OpenVINO IR weights {path.with_suffix('.bin').name} are missing")
+    weights = path.with_suffix(".bin")
+    if not weights.exists():
+        raise EdgevidError(f"{path}: OpenVINO IR weights {weights.name} are missing")
     try:
-        model = ov.Core().read_model(str(path))
-    except Exception as exc:
-        raise EdgevidError(f"{path}: not a readable OpenVINO IR ({str(exc).splitlines()[0][:120]})") from None
-    return openvino_meta(model, str(path))
+        return ov.Core().read_model(str(path), str(weights))
+    except Exception as exc:  # openvino raises generic RuntimeErrors for parse errors
+        lines = [ln for ln in str(exc).splitlines() if ln.strip() and not ln.startswith(("Check ", "Exception from"))]
+        raise EdgevidError(f"{path}: not a readable OpenVINO IR ({(lines or [type(exc).__name__])[0][:160]})") from None
 
 
 def openvino_meta(model: Any, source: str) -> ArtifactMeta:

@@ -1,0 +1,29 @@
+"""Export to ONNX, OpenVINO and TensorRT: ``export(artifact, target, precision)``; one module per target."""
+
+from edgevid.export import onnx, openvino, tensorrt  # noqa: F401  (register the targets)
+from edgevid.export.base import (
+    Exporter,
+    ExportOptions,
+    ExportResult,
+    Parity,
+    export,
+    get_exporter,
+    list_targets,
+    register_exporter,
+)
+from edgevid.export.onnx import export_onnx_module
+from edgevid.export.tensorrt import TensorRTUnavailableError, trtexec_command
+
+__all__ = [
+    "ExportOptions",
+    "ExportResult",
+    "Exporter",
+    "Parity",
+    "TensorRTUnavailableError",
+    "export",
+    "export_onnx_module",
+    "get_exporter",
+    "list_targets",
+    "register_exporter",
+    "trtexec_command",
+]

@@ -1,0 +1,150 @@
+"""What a measurement ran on, and how it is timed: machine name and info, latency percentiles.
+
+``machine_name()`` (``cpu-<cores>c-<short cpu model>``, e.g. ``cpu-2c-amd-epyc``) names the results folder of a
+machine; ``machine_info()`` is stored in every benchmark result. ``time_callable`` is the one latency loop shared by
+``edgevid bench`` and the scripts in ``benchmarks/``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import os
+import platform
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PACKAGES = ("torch", "onnx", "onnxruntime", "onnxslim", "openvino", "nncf", "numpy", "tensorrt")
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.lower().startswith(("model name", "hardware")) and ":" in line:
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown-cpu"
+
+
+def _short_cpu(model: str) -> str:
+    noise = r"\(r\)|\(tm\)|\bcpu\b|\bprocessor\b|@.*$|\d+-core|\bwith\b.*$"
+    words = re.sub(noise, " ", model.lower())
+    slug = re.sub(r"[^a-z0-9]+", "-", words).strip("-")
+    return "-".join(slug.split("-")[:4]) or "unknown-cpu"
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may use (affinity-aware on Linux)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def machine_name() -> str:
+    """``cpu-<cores>c-<short cpu model>``, e.g. ``cpu-2c-amd-epyc``; the results folder of this machine."""
+    return f"cpu-{cpu_cores()}c-{_short_cpu(cpu_model())}"
+
+
+def package_version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def jetson_model() -> str | None:
+    """The Jetson module's name (device tree) on an L4T system, else None."""
+    model = Path("/proc/device-tree/model")
+    if Path("/etc/nv_tegra_release").exists() and model.exists():
+        return model.read_text(errors="replace").strip("\x00\n ")
+    return None
+
+
+def jetson_power_mode() -> str | None:
+    """The current nvpmodel power mode (e.g. ``MAXN``) on a Jetson, else None."""
+    if jetson_model() is None:
+        return None
+    try:
+        out = subprocess.run(["nvpmodel", "-q"], capture_output=True, text=True, timeout=5, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"NV Power Mode:\s*(\S+)", out)
+    return match.group(1) if match else None
+
+
+def gpu_name() -> str | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
+def machine_info() -> dict[str, Any]:
+    """What the numbers were measured on: CPU, cores, RAM, OS, load, library versions, GPU/Jetson when present."""
+    import psutil
+
+    info: dict[str, Any] = {
+        "machine": machine_name(),
+        "cpu_model": cpu_model(),
+        "cpu_cores": cpu_cores(),
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "load_avg_1_5_15": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": {name: v for name in PACKAGES if (v := package_version(name))},
+    }
+    if gpu := gpu_name():
+        info["gpu"] = gpu
+    if jetson := jetson_model():
+        info["jetson"] = jetson
+        info["power_mode"] = jetson_power_mode()
+    return info
+
+
+def time_callable(fn: Callable[[], Any], warmup: int = 5, iters: int = 30, max_seconds: float | None = None,
+                  min_iters: int = 5) -> dict[str, float]:
+    """Call ``fn`` ``warmup`` times untimed, then up to ``iters`` times timed; latency statistics in milliseconds.
+
+    With ``max_seconds`` the timed loop stops once that much time has passed and at least ``min_iters`` calls
+    were timed, so a slow format cannot stall a benchmark; ``iters`` in the result is the count actually timed.
+    """
+    if iters < 1:
+        raise ValueError(f"iters must be >= 1, got {iters}")
+    for _ in range(warmup):
+        fn()
+    samples = []
+    deadline = None if max_seconds is None else time.perf_counter() + max_seconds
+    while len(samples) < iters:
+        start = time.perf_counter()
+        fn()
+        end = time.perf_counter()
+        samples.append((end - start) * 1e3)
+        if deadline is not None and end >= deadline and len(samples) >= min(min_iters, iters):
+            break
+    values = np.asarray(samples)
+    p50, p95, p99 = np.percentile(values, [50, 95, 99])
+    return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "mean": float(values.mean()),
+            "min": float(values.min()), "max": float(values.max()), "iters": len(samples)}
+
+
+__all__ = [
+    "PACKAGES",
+    "cpu_cores",
+    "cpu_model",
+    "gpu_name",
+    "jetson_model",
+    "jetson_power_mode",
+    "machine_info",
+    "machine_name",
+    "package_version",
+    "time_callable",
+]
