@@ -1,0 +1,540 @@
+"""Video datasets on disk: layout detection, class lists, and the clip dataset/loader used for training and eval.
+
+Layout rules, tried in this order for ``find_split(root, split)`` (split aliases: ``val`` = ``validate`` =
+``validation``; ``test``; ``train``):
+
+1. ``root`` is a file: a list file (below).
+2. A list file for the split: ``root/<split>.{csv,tsv,txt}`` or ``root/annotations/<split>.{csv,tsv,txt}``.
+   - Plain list (CSV, TSV, or whitespace-separated .txt): ``path,label[,start,end]``, optional header row
+     (``path``/``video``/``file`` and ``label``/``class`` columns, ``start``/``end`` optional). Relative paths are
+     relative to the list file. ``start``/``end`` are seconds: the clip is sampled inside that segment.
+     Classes: ``classes.txt`` (one name a line) beside the list file, else the sorted labels of the list.
+   - Kinetics CSV (header ``label,youtube_id,time_start,time_end[,split[,is_cc]]``): each row is the video
+     ``<root>/<split>/<label>/<youtube_id>_<time_start:06d>_<time_end:06d>.mp4`` as the Kinetics downloaders
+     write it; ``<label>`` with spaces replaced by ``_`` and the flat ``<root>/<split>/<file>`` (the CVDF
+     release) are tried too. ``<split>`` is the row's ``split`` column, else the split name. Files are already
+     trimmed, so time_start/time_end only name the file. Classes: ``classes.txt`` beside the CSV, else sorted.
+3. UCF101 split files: ``classInd.txt`` in ``root`` or one folder below (e.g. ``ucfTrainTestlist/``) with
+   ``trainlist0N.txt`` / ``testlist0N.txt`` beside it (split ``train``/``val``/``test`` use list 01;
+   ``train2`` or ``trainlist02`` pick another). Videos are looked up under ``root``, ``root/UCF-101``,
+   ``root/UCF101``, ``root/videos`` or the folder holding the split files. Classes in ``classInd.txt`` order.
+4. Folder per class inside a split folder: ``root/<split>/<class>/<video>``.
+5. Folder per class with no split folders: ``root/<class>/<video>``. Each class is split deterministically:
+   its videos sorted by CRC32 of the file name, the first ``round(HOLDOUT_FRACTION * n)`` (at least 1 when
+   the class has 2+ videos) form ``val``/``test``, the rest ``train``; split ``all`` takes every video.
+
+Folder layouts take every file with a video extension below each class folder; classes are the sorted folder
+names. An empty class folder, a label outside the class list, or a list file naming nothing, is an
+:class:`EdgevidError` that names it. A missing or corrupt video is found when it is loaded: skipped and reported
+(path, reason) by :func:`build_loader`, or an error with ``strict=True``.
+"""
+
+from __future__ import annotations
+
+import csv
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from edgevid.data.decode import VIDEO_EXTENSIONS, VideoDecodeError, VideoReader
+from edgevid.data.sampling import check_mode, crop_boxes, train_indices, view_indices
+from edgevid.data.transforms import AugmentConfig, ClipAugment, normalize, opencv_single_thread, resize_crop
+from edgevid.errors import EdgevidError
+
+HOLDOUT_FRACTION = 0.2
+SPLIT_ALIASES = {"val": ("val", "validate", "validation"), "validate": ("validate", "val", "validation"),
+                 "validation": ("validation", "val", "validate")}
+LIST_SUFFIXES = (".csv", ".tsv", ".txt")
+_PATH_COLUMNS = ("path", "video", "file", "filename", "video_path")
+_LABEL_COLUMNS = ("label", "class", "class_name", "category", "action")
+_KINETICS_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
+
+
+@dataclass(frozen=True)
+class VideoSample:
+    """One video of a split: path, class index, optional segment [start, end] in seconds."""
+
+    path: Path
+    label: int
+    start: float | None = None
+    end: float | None = None
+
+
+@dataclass
+class DataSplit:
+    """What :func:`find_split` found: layout name, where it came from, class names and entries with label names."""
+
+    layout: str
+    source: Path
+    classes: list[str]
+    entries: list[tuple[Path, str, float | None, float | None]] = field(default_factory=list)
+
+    def samples(self, classes: Sequence[str]) -> list[VideoSample]:
+        """Entries with labels as indices into ``classes``; an unknown label is an error naming it."""
+        position = {name: i for i, name in enumerate(classes)}
+        samples = []
+        for path, label, start, end in self.entries:
+            if label not in position:
+                raise EdgevidError(f"{self.source}: unknown label {label!r} ({path.name}); "
+                                   f"known classes: {_preview(classes)}")
+            samples.append(VideoSample(path, position[label], start, end))
+        return samples
+
+
+def _preview(names: Sequence[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _split_names(split: str) -> tuple[str, ...]:
+    return SPLIT_ALIASES.get(split, (split,))
+
+
+# --------------------------------------------------------------------------------------------------- list files
+def _read_rows(path: Path) -> list[list[str]]:
+    text = path.read_text(encoding="utf-8-sig")
+    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not lines:
+        raise EdgevidError(f"{path}: list file is empty")
+    if path.suffix.lower() == ".tsv" or "\t" in lines[0]:
+        delimiter = "\t"
+    elif "," in lines[0] or path.suffix.lower() == ".csv":
+        delimiter = ","
+    else:
+        return [line.split() for line in lines]
+    return [[cell.strip() for cell in row] for row in csv.reader(lines, delimiter=delimiter)]
+
+
+def _seconds(value: str, path: Path, line: int) -> float | None:
+    if value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise EdgevidError(f"{path}: line {line}: start/end {value!r} is not a number of seconds") from None
+
+
+def _classes_file(folder: Path) -> list[str] | None:
+    path = folder / "classes.txt"
+    if not path.is_file():
+        return None
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(set(names)) != len(names):
+        raise EdgevidError(f"{path}: class names repeat")
+    return names
+
+
+def _column(header: list[str], names: Sequence[str]) -> int | None:
+    for name in names:
+        if name in header:
+            return header.index(name)
+    return None
+
+
+def read_list_file(path: Path, split: str | None = None) -> DataSplit:
+    """A plain or Kinetics-style list file as a :class:`DataSplit` (see the module docstring)."""
+    rows = _read_rows(path)
+    header = [cell.lower() for cell in rows[0]]
+    if all(name in header for name in _KINETICS_COLUMNS):
+        return _kinetics_split(path, header, rows[1:], split)
+    has_header = _column(header, _LABEL_COLUMNS) is not None and _column(header, _PATH_COLUMNS) is not None
+    if has_header:
+        cols = (_column(header, _PATH_COLUMNS), _column(header, _LABEL_COLUMNS),
+                _column(header, ("start", "time_start", "start_s")), _column(header, ("end", "time_end", "end_s")))
+        rows = rows[1:]
+    else:
+        cols = (0, 1, 2, 3)
+    entries = []
+    first_line = 2 if has_header else 1
+    for line, row in enumerate(rows, start=first_line):
+        if len(row) < 2 or max(c for c in cols[:2]) >= len(row):
+            raise EdgevidError(f"{path}: line {line}: expected path,label[,start,end], got {row!r}")
+        start = _seconds(row[cols[2]], path, line) if cols[2] is not None and cols[2] < len(row) else None
+        end = _seconds(row[cols[3]], path, line) if cols[3] is not None and cols[3] < len(row) else None
+        if start is not None and end is not None and end <= start:
+            raise EdgevidError(f"{path}: line {line}: end {end} is not after start {start}")
+        video = Path(row[cols[0]])
+        entries.append((video if video.is_absolute() else path.parent / video, row[cols[1]], start, end))
+    if not entries:
+        raise EdgevidError(f"{path}: list file names no videos")
+    classes = _classes_file(path.parent) or sorted({label for _, label, _, _ in entries})
+    return DataSplit("list", path, classes, entries)
+
+
+def _kinetics_split(path: Path, header: list[str], rows: list[list[str]], split: str | None) -> DataSplit:
+    col = {name: header.index(name) for name in (*_KINETICS_COLUMNS, "split") if name in header}
+    root = path.parent.parent if path.parent.name == "annotations" else path.parent
+    entries = []
+    for line, row in enumerate(rows, start=2):
+        try:
+            label, youtube_id = row[col["label"]], row[col["youtube_id"]]
+            start, end = int(float(row[col["time_start"]])), int(float(row[col["time_end"]]))
+        except (IndexError, ValueError):
+            raise EdgevidError(f"{path}: line {line}: expected label,youtube_id,time_start,time_end,...") from None
+        row_split = row[col["split"]] if "split" in col and col["split"] < len(row) else None
+        name = f"{youtube_id}_{start:06d}_{end:06d}.mp4"
+        folders = list(dict.fromkeys(
+            [s for s in (row_split, *(_split_names(split) if split else ())) if s]
+        )) or [""]
+        candidates = [root / folder / sub / name for folder in folders
+                      for sub in (label, label.replace(" ", "_"), "")]
+        video = next((c for c in candidates if c.is_file()), candidates[0])
+        entries.append((video, label, None, None))
+    if not entries:
+        raise EdgevidError(f"{path}: Kinetics CSV names no videos")
+    classes = _classes_file(path.parent) or sorted({label for _, label, _, _ in entries})
+    return DataSplit("kinetics", path, classes, entries)
+
+
+def _find_list_file(root: Path, split: str) -> Path | None:
+    for folder in (root, root / "annotations"):
+        for name in _split_names(split):
+            for suffix in LIST_SUFFIXES:
+                if (folder / f"{name}{suffix}").is_file():
+                    return folder / f"{name}{suffix}"
+    return None
+
+
+# --------------------------------------------------------------------------------------------------- UCF101
+def _find_class_ind(root: Path) -> Path | None:
+    if (root / "classInd.txt").is_file():
+        return root / "classInd.txt"
+    return next(iter(sorted(root.glob("*/classInd.txt"))), None)
+
+
+def _ucf_split_file(folder: Path, split: str) -> Path:
+    name = split.lower()
+    for prefix, kinds in (("trainlist", ("train",)), ("testlist", ("test", "val", "validate", "validation"))):
+        for kind in (prefix, *kinds):
+            if name.startswith(kind):
+                number = name[len(kind):] or "1"
+                if number.isdigit():
+                    path = folder / f"{prefix}{int(number):02d}.txt"
+                    if not path.is_file():
+                        raise EdgevidError(f"{path}: UCF101 split file not found")
+                    return path
+    raise EdgevidError(f"{folder}: UCF101 layout has no split {split!r} (use train, test/val, train2, test3, ...)")
+
+
+def _ucf_split(root: Path, class_ind: Path, split: str) -> DataSplit:
+    classes: list[str] = []
+    for line in class_ind.read_text(encoding="utf-8").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].isdigit():
+            classes.append(parts[1])
+        elif parts:
+            raise EdgevidError(f"{class_ind}: expected 'index ClassName' lines, got {line!r}")
+    split_file = _ucf_split_file(class_ind.parent, split)
+    relative = []
+    for line in split_file.read_text(encoding="utf-8").splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        video = Path(parts[0])
+        if len(parts) > 1:
+            index = int(parts[1])
+            if not 1 <= index <= len(classes):
+                raise EdgevidError(f"{split_file}: class index {index} is outside classInd.txt (1..{len(classes)})")
+            label = classes[index - 1]
+        else:
+            label = video.parent.name
+        relative.append((video, label))
+    if not relative:
+        raise EdgevidError(f"{split_file}: split file names no videos")
+    bases = [root, root / "UCF-101", root / "UCF101", root / "videos", class_ind.parent]
+    probes = relative[:5]
+    base = next((b for b in bases if any((b / video).is_file() for video, _ in probes)), None)
+    if base is None:
+        raise EdgevidError(f"{split_file}: videos such as {probes[0][0]} are not under "
+                           f"{', '.join(str(b) for b in bases)}")
+    return DataSplit("ucf101", split_file, classes, [(base / video, label, None, None) for video, label in relative])
+
+
+# --------------------------------------------------------------------------------------------------- folders
+def _videos_below(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*")
+                  if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file() and not p.name.startswith("."))
+
+
+def _class_folders(folder: Path) -> list[Path]:
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith((".", "_")))
+
+
+def _folder_split(folder: Path, layout: str, holdout: str | None = None) -> DataSplit:
+    classes = _class_folders(folder)
+    if not classes:
+        raise EdgevidError(f"{folder}: no class folders (expected {folder}/<class>/<video>)")
+    entries = []
+    for class_dir in classes:
+        videos = _videos_below(class_dir)
+        if not videos:
+            raise EdgevidError(f"{class_dir}: class folder {class_dir.name!r} has no video files "
+                               f"({', '.join(sorted(VIDEO_EXTENSIONS))})")
+        if holdout is not None:
+            videos = _holdout(videos, class_dir, holdout)
+        entries.extend((video, class_dir.name, None, None) for video in videos)
+    return DataSplit(layout, folder, [d.name for d in classes], entries)
+
+
+def _holdout(videos: list[Path], class_dir: Path, split: str) -> list[Path]:
+    if split == "all":
+        return videos
+    ranked = sorted(videos, key=lambda p: (zlib.crc32(p.relative_to(class_dir).as_posix().encode()), p.name))
+    count = round(HOLDOUT_FRACTION * len(ranked))
+    count = max(count, 1) if len(ranked) > 1 else 0
+    held = set(ranked[:count])
+    keep = [v for v in videos if (v in held) != (split == "train")]
+    return keep
+
+
+def find_split(root: str | Path, split: str) -> DataSplit:
+    """Detect the layout of ``root`` and list the videos and class names of ``split`` (rules: module docstring)."""
+    root = Path(root)
+    if not root.exists():
+        raise EdgevidError(f"{root}: data directory not found")
+    if root.is_file():
+        return read_list_file(root, split)
+    list_file = _find_list_file(root, split)
+    if list_file is not None:
+        return read_list_file(list_file, split)
+    class_ind = _find_class_ind(root)
+    if class_ind is not None:
+        return _ucf_split(root, class_ind, split)
+    for name in _split_names(split):
+        if (root / name).is_dir():
+            return _folder_split(root / name, "folder-split")
+    split_dirs = [d.name for d in _class_folders(root) if d.name in ("train", "val", "validate", "validation", "test")]
+    if split_dirs:
+        raise EdgevidError(f"{root}: has split folders {', '.join(split_dirs)} but none for split {split!r}")
+    if split not in ("train", "val", "validate", "validation", "test", "all"):
+        raise EdgevidError(f"{root}: folder-per-class data has splits train, val/test (held out) and all, "
+                           f"not {split!r}")
+    return _folder_split(root, "folder", holdout=split)
+
+
+def dataset_info(root: str | Path, splits: Sequence[str] = ("train", "val", "test")) -> dict:
+    """Layout, classes and videos per class of each split of ``root`` that exists (``edgevid data info``)."""
+    found: dict[str, DataSplit] = {}
+    errors = []
+    for split in splits:
+        try:
+            found[split] = find_split(root, split)
+        except EdgevidError as exc:
+            errors.append(str(exc))
+    if not found:
+        raise EdgevidError(errors[0] if errors else f"{root}: no splits asked for")
+    classes = next(iter(found.values())).classes
+    counts = {name: {} for name in classes}
+    for split, data in found.items():
+        per_class = {name: 0 for name in data.classes}
+        for _, label, _, _ in data.entries:
+            per_class[label] = per_class.get(label, 0) + 1
+        for name, count in per_class.items():
+            counts.setdefault(name, {})[split] = count
+    return {
+        "root": str(root),
+        "classes": classes,
+        "splits": {split: {"layout": d.layout, "source": str(d.source), "videos": len(d.entries)}
+                   for split, d in found.items()},
+        "counts": counts,
+    }
+
+
+# --------------------------------------------------------------------------------------------------- dataset
+class SkippedVideo(NamedTuple):
+    """A video that could not be loaded: its path and why."""
+
+    path: str
+    reason: str
+
+
+class ClipDataset(Dataset):
+    """Clips of a video split: ``dataset[i]`` -> (float32 clip, label) or ``None`` for an unreadable video.
+
+    Clips are [3, T, S, S], or [V, 3, T, S, S] with V = clips x crops test views (clip-major order).
+    :meth:`load` returns a :class:`SkippedVideo` (path, reason) instead of ``None``; :func:`build_loader` uses it.
+    """
+
+    def __init__(self, samples: list[VideoSample], classes: list[str], *, layout: str, source: Path, frames: int,
+                 size: int, sampling_stride: float, mean: Sequence[float], std: Sequence[float], train: bool,
+                 augment: AugmentConfig | None = None, sampling: str = "dense", views: tuple[int, int] = (1, 1),
+                 strict: bool = False) -> None:
+        check_mode(sampling)
+        if frames < 1 or size < 1 or sampling_stride <= 0:
+            raise EdgevidError(f"frames, size and sampling_stride must be positive, got {frames}, {size}, "
+                               f"{sampling_stride}")
+        views = (int(views[0]), int(views[1]))
+        if min(views) < 1:
+            raise EdgevidError(f"views must be positive (clips, crops), got {views}")
+        if train and views != (1, 1):
+            raise EdgevidError(f"test views {views[0]}x{views[1]} are for evaluation; training uses one clip")
+        self.samples = samples
+        self.classes = list(classes)
+        self.layout = layout
+        self.source = source
+        self.frames = frames
+        self.size = size
+        self.sampling_stride = sampling_stride
+        self.mean = tuple(mean)
+        self.std = tuple(std)
+        self.train = train
+        self.sampling = sampling
+        self.views = views
+        self.strict = strict
+        self.augment = augment if augment is not None else AugmentConfig()
+        self._augment = ClipAugment(size, self.mean, self.std, self.augment, self.classes) if train else None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def class_counts(self) -> list[int]:
+        counts = np.bincount([s.label for s in self.samples], minlength=len(self.classes))
+        return [int(c) for c in counts]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
+        item = self.load(index)
+        return None if isinstance(item, SkippedVideo) else item
+
+    def load(self, index: int, seed: Sequence[int] | None = None) -> tuple[torch.Tensor, int] | SkippedVideo:
+        """One clip and label; an unreadable video gives :class:`SkippedVideo` (or raises when ``strict``).
+
+        ``seed`` (non-negative ints) fixes the clip's random sampling and augmentation; without it they are drawn
+        from torch's global generator.
+        """
+        sample = self.samples[index]
+        try:
+            with VideoReader(sample.path) as video:
+                first, count = self._segment(sample, video.info.fps, video.info.num_frames)
+                if self.train:
+                    rng = np.random.default_rng(seed if seed is not None
+                                                else int(torch.randint(0, 2**62, (1,)).item()))
+                    idx = train_indices(count, self.frames, self.sampling_stride, self.sampling, rng,
+                                        self.augment.stride_jitter)
+                    return self._augment(video.read(idx + first), sample.label, rng)
+                clips = view_indices(count, self.frames, self.sampling_stride, self.sampling, self.views[0])
+                frames = video.read(np.concatenate(clips) + first)
+        except VideoDecodeError as exc:
+            if self.strict:
+                raise
+            return SkippedVideo(str(sample.path), str(exc).removeprefix(f"{sample.path}: "))
+        return self._eval_views(frames), sample.label
+
+    def _segment(self, sample: VideoSample, fps: float, num_frames: int) -> tuple[int, int]:
+        """First frame and frame count of the sample's [start, end] segment (whole video when unset)."""
+        first = min(round((sample.start or 0.0) * fps), num_frames - 1)
+        last = num_frames if sample.end is None else min(round(sample.end * fps), num_frames)
+        return first, max(last - first, 1)
+
+    def _eval_views(self, frames: np.ndarray) -> torch.Tensor:
+        boxes = crop_boxes(frames.shape[1], frames.shape[2], self.views[1])
+        views = [normalize(resize_crop(clip, (y, x, side, side), self.size), self.mean, self.std)
+                 for clip in np.split(frames, self.views[0]) for y, x, side in boxes]
+        return views[0] if len(views) == 1 else torch.stack(views)
+
+    def __repr__(self) -> str:
+        return (f"ClipDataset({self.layout}: {self.source}, {len(self)} videos, {self.num_classes} classes, "
+                f"{self.frames}x{self.size} stride {self.sampling_stride}, {'train' if self.train else 'eval'})")
+
+
+def build_dataset(root: str | Path, split: str, *, frames: int, size: int, sampling_stride: float,
+                  mean: Sequence[float], std: Sequence[float], train: bool, augment: AugmentConfig | None = None,
+                  sampling: str = "dense", views: tuple[int, int] = (1, 1), strict: bool = False,
+                  classes: Sequence[str] | None = None) -> ClipDataset:
+    """The clips of ``split`` under ``root`` (any supported layout); ``classes`` forces a trained model's classes."""
+    found = find_split(root, split)
+    class_names = list(classes) if classes is not None else found.classes
+    if len(set(class_names)) != len(class_names):
+        raise EdgevidError("class names repeat in the given class list")
+    return ClipDataset(found.samples(class_names), class_names, layout=found.layout, source=found.source,
+                       frames=frames, size=size, sampling_stride=sampling_stride, mean=mean, std=std, train=train,
+                       augment=augment, sampling=sampling, views=views, strict=strict)
+
+
+# --------------------------------------------------------------------------------------------------- loader
+class ClipSampler(DistributedSampler):
+    """Order of a loader's clips and the seed of each clip's augmentation, both functions of (seed, epoch, index).
+
+    A :class:`DistributedSampler` (one replica unless distributed) that yields ``(index, epoch)``: the dataset seeds
+    the clip's sampling and augmentation with ``(seed, epoch, index)``, so they do not depend on the number of
+    workers and a resumed run that calls ``set_epoch(epoch)`` sees the same clips as an uninterrupted one. Each
+    pass advances the epoch by one, so callers that never call ``set_epoch`` still get fresh epochs.
+    """
+
+    def __init__(self, dataset: Dataset, *, shuffle: bool, seed: int, distributed: bool, drop_last: bool) -> None:
+        replicas = {} if distributed else {"num_replicas": 1, "rank": 0}
+        super().__init__(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last, **replicas)
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        epoch = self.epoch
+        self.epoch += 1
+        return iter([(index, epoch) for index in indices])
+
+
+class _ReportingView(Dataset):
+    """The dataset as the loader sees it: items are clips or :class:`SkippedVideo` records."""
+
+    def __init__(self, dataset: ClipDataset, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int] | SkippedVideo:
+        index, epoch = item
+        return self.dataset.load(index, seed=(self.seed, epoch, index))
+
+    def __getattr__(self, name: str):
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+def collate_clips(items: list) -> tuple[torch.Tensor, torch.Tensor, list[tuple[str, str]]]:
+    """Stack loaded clips; skipped videos leave the batch and are listed as (path, reason).
+
+    A batch whose videos were all skipped yields an empty clips tensor and labels of length 0.
+    """
+    skipped = [(item.path, item.reason) for item in items if isinstance(item, SkippedVideo)]
+    loaded = [item for item in items if not isinstance(item, SkippedVideo)]
+    if not loaded:
+        return torch.empty(0), torch.empty(0, dtype=torch.int64), skipped
+    clips = torch.stack([clip for clip, _ in loaded])
+    labels = torch.tensor([label for _, label in loaded], dtype=torch.int64)
+    return clips, labels, skipped
+
+
+def build_loader(dataset: ClipDataset, batch_size: int, *, shuffle: bool, workers: int = 2, seed: int = 0,
+                 distributed: bool = False, drop_last: bool = False) -> DataLoader:
+    """A DataLoader yielding (clips [B, ...] float32, labels [B] int64, skipped [(path, reason)]).
+
+    ``loader.sampler`` is a :class:`ClipSampler` (a :class:`DistributedSampler`, sharding across processes when
+    ``distributed``): call ``loader.sampler.set_epoch(epoch)`` before each epoch for resumable runs. Order and
+    augmentation depend only on (seed, epoch), not on ``workers``.
+    """
+    if batch_size < 1:
+        raise EdgevidError(f"batch size must be >= 1, got {batch_size}")
+    if workers < 0:
+        raise EdgevidError(f"workers must be >= 0, got {workers}")
+    if seed < 0:
+        raise EdgevidError(f"loader seed must be >= 0, got {seed}")
+    view = _ReportingView(dataset, seed)
+    if workers > 0:
+        opencv_single_thread()
+    sampler = ClipSampler(view, shuffle=shuffle, seed=seed, distributed=distributed, drop_last=drop_last)
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(view, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate_clips,
+                      generator=generator, drop_last=drop_last,
+                      persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())

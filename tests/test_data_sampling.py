@@ -1,0 +1,76 @@
+"""Temporal and spatial sampling index maths."""
+
+import numpy as np
+import pytest
+
+from edgevid.data.sampling import (
+    clip_span,
+    clip_starts,
+    crop_boxes,
+    dense_indices,
+    dense_start,
+    jittered_stride,
+    segment_indices,
+    train_indices,
+    view_indices,
+)
+
+
+def test_dense_eval_clip_is_centred():
+    assert clip_span(4, 12) == 37
+    start = dense_start(100, 37)
+    assert start == 31
+    assert dense_indices(100, 4, 12, start).tolist() == [31, 43, 55, 67]
+
+
+def test_dense_train_start_covers_every_valid_start():
+    rng = np.random.default_rng(0)
+    starts = {dense_start(100, 37, rng) for _ in range(2000)}
+    assert starts == set(range(64))
+
+
+def test_short_video_loops_from_the_start():
+    assert dense_indices(10, 4, 5, dense_start(10, clip_span(4, 5))).tolist() == [0, 5, 0, 5]
+    assert dense_indices(6, 8, 1, 0).tolist() == [0, 1, 2, 3, 4, 5, 0, 1]
+
+
+def test_stride_jitter_stays_in_range_and_varies():
+    rng = np.random.default_rng(0)
+    strides = [jittered_stride(10, 0.2, rng) for _ in range(500)]
+    assert min(strides) >= 8 and max(strides) <= 12
+    assert max(strides) - min(strides) > 3
+    assert jittered_stride(1, 0.5, rng) >= 1.0
+    idx = train_indices(1000, 8, 10, "dense", rng, stride_jitter=0.2)
+    steps = np.diff(idx)
+    assert np.all(steps >= 8) and np.all(steps <= 12)
+    with pytest.raises(ValueError):
+        jittered_stride(4, 1.5, rng)
+
+
+def test_segments_eval_centres_and_train_within_segments():
+    assert segment_indices(80, 8).tolist() == [5, 15, 25, 35, 45, 55, 65, 75]
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        idx = segment_indices(80, 8, rng)
+        assert np.all(idx // 10 == np.arange(8))
+    short = segment_indices(3, 8)
+    assert short.min() >= 0 and short.max() <= 2 and np.all(np.diff(short) >= 0)
+
+
+def test_test_views_spread_clips_uniformly():
+    assert clip_starts(100, 37, 3) == [0, 32, 63]
+    assert clip_starts(100, 37, 1) == [31]
+    assert clip_starts(20, 37, 3) == [0, 0, 0]
+    views = view_indices(100, 4, 12, "dense", 3)
+    assert [v.tolist() for v in views] == [[0, 12, 24, 36], [32, 44, 56, 68], [63, 75, 87, 99]]
+    halves = view_indices(80, 4, 1, "segments", 2)
+    assert [v.tolist() for v in halves] == [[5, 25, 45, 65], [15, 35, 55, 75]]
+    with pytest.raises(ValueError, match="sampling"):
+        view_indices(80, 4, 1, "random")
+
+
+def test_crop_boxes_along_the_long_side():
+    assert crop_boxes(120, 160, 3) == [(0, 0, 120), (0, 20, 120), (0, 40, 120)]
+    assert crop_boxes(160, 120, 3) == [(0, 0, 120), (20, 0, 120), (40, 0, 120)]
+    assert crop_boxes(120, 160, 1) == [(0, 20, 120)]
+    assert crop_boxes(64, 64, 3) == [(0, 0, 64)] * 3
