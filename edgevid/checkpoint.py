@@ -79,10 +79,16 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 
 
 def build_model(meta: ArtifactMeta) -> torch.nn.Module:
-    """An untrained model with the architecture that ``meta`` describes."""
+    """An untrained model with the architecture that ``meta`` describes (pruned layers re-sliced to the shapes
+    recorded in ``meta.extra["pruned_shapes"]``)."""
     from edgevid.models import create_model
 
-    return create_model(meta.model, num_classes=meta.num_classes, head=meta.head, **meta.arch)
+    model = create_model(meta.model, num_classes=meta.num_classes, head=meta.head, **meta.arch)
+    if meta.extra.get("pruned_shapes"):
+        from edgevid.compress.pruning import apply_pruned_shapes
+
+        apply_pruned_shapes(model, meta.extra["pruned_shapes"])
+    return model
 
 
 def load_model(path: str | Path) -> tuple[torch.nn.Module, ArtifactMeta]:

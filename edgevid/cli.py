@@ -61,6 +61,401 @@ def models_cmd(
                              formats={"params_m": ".2f", "gmacs": ".3f"}))
 
 
+# --- train / eval / predict
+@app.command("train")
+def train_cmd(
+    overrides: list[str] = typer.Argument(None, help="Recipe overrides as dotted key=value, e.g. optim.lr=0.01."),
+    recipe: str = typer.Option(None, "--recipe", "-r", help="Recipe YAML (default with --resume: the run's own)."),
+    data: str = typer.Option(..., "--data", "-d", help="Dataset root (folder per class, list files, UCF101...)."),
+    out: str = typer.Option(None, "--out", "-o", help="Run directory (default runs/<recipe>, numbered if taken)."),
+    epochs: int = typer.Option(None, "--epochs", help="Override train.epochs."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N] (under torchrun: one GPU per process)."),
+) -> None:
+    """Train a model from a recipe; works under [bold]torchrun --nproc_per_node N -m edgevid train[/] too."""
+    from edgevid.train import train
+
+    train(recipe, data, out=out, epochs=epochs, resume=resume, overrides=overrides or (), device=device)
+
+
+@app.command("eval")
+def eval_cmd(
+    artifact: str = typer.Argument(..., help="Run directory, checkpoint, .onnx, OpenVINO .xml or TensorRT engine."),
+    data: str = typer.Option(..., "--data", "-d", help="Dataset root."),
+    split: str = typer.Option("val", "--split", help="Split to evaluate."),
+    views: str = typer.Option("1x1", "--views", help="Test views CLIPSxCROPS, e.g. 3x3."),
+    batch: int = typer.Option(8, "--batch", help="Videos per batch."),
+    workers: int = typer.Option(2, "--workers", help="Data-loading worker processes."),
+    device: str = typer.Option("cpu", "--device", help="Device string for the backend (cpu, cuda, GPU, NPU...)."),
+    strict: bool = typer.Option(False, "--strict", help="Fail on an unreadable video instead of skipping it."),
+    out: str = typer.Option(None, "--out", "-o", help="Write eval.json and confusion.png into this folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Top-1/top-5, per-class and mean-class accuracy, confusion matrix; frame mAP / dense mIoU by head."""
+    from edgevid.train import evaluate, parse_views
+
+    results = evaluate(artifact, data, split=split, views=parse_views(views), batch=batch, device=device,
+                       workers=workers, strict=strict, out=out)
+    if as_json:
+        print(json.dumps(results, indent=2))
+        return
+    keys = [k for k in ("top1", "top5", "mean_class_acc", "frame_map", "miou") if k in results]
+    summary = [{"metric": k, "value": results[k]} for k in keys]
+    summary.append({"metric": "clips", "value": results["clips"]})
+    console.print(make_table(summary, ["metric", "value"], formats={"value": ".2f"},
+                             title=f"{results['model']} ({results['backend']}) on {split}, {results['views']} views"))
+    per_class = [{"class": name, "accuracy": acc} for name, acc in results["per_class_acc"].items()]
+    console.print(make_table(per_class, ["class", "accuracy"], title="per-class accuracy (%)",
+                             formats={"accuracy": ".1f"}))
+    for path, reason in results["skipped"]:
+        err_console.print(f"[yellow]skipped[/] {path}: {reason}", highlight=False, soft_wrap=True)
+    if out:
+        console.print(f"wrote {out}/eval.json and {out}/confusion.png", highlight=False)
+
+
+@app.command("predict")
+def predict_cmd(
+    artifact: str = typer.Argument(..., help="Run directory, checkpoint, .onnx, OpenVINO .xml or TensorRT engine."),
+    video: str = typer.Argument(..., help="Video file."),
+    topk: int = typer.Option(5, "--topk", help="How many labels to show."),
+    views: str = typer.Option("1x1", "--views", help="Test views CLIPSxCROPS, e.g. 3x3."),
+    device: str = typer.Option("cpu", "--device", help="Device string for the backend."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Top-k labels and scores for one video."""
+    from edgevid.train import parse_views, predict_video
+
+    ranked = predict_video(artifact, video, topk=topk, views=parse_views(views), device=device)
+    rows = [{"rank": i + 1, "label": label, "score": score} for i, (label, score) in enumerate(ranked)]
+    if as_json:
+        print(json.dumps({"video": video, "predictions": rows}, indent=2))
+        return
+    console.print(make_table(rows, ["rank", "label", "score"], title=video, formats={"score": ".4f"}))
+
+
+# ----------------------------------------------------------------------------------------------------- export
+@app.command("export")
+def export_cmd(
+    artifact: str = typer.Argument(..., help="Checkpoint or run directory (or an .onnx file for openvino/trt)."),
+    target: str = typer.Option("onnx", "--target", "-t", help="onnx, openvino or trt."),
+    precision: str = typer.Option("fp32", "--precision", "-p",
+                                  help="fp32, fp16 or int8 (int8: a source quantized with `edgevid quantize`, or "
+                                       "--calib)."),
+    calib: str | None = typer.Option(None, "--calib", help="int8 from a float source: calibration manifest "
+                                                           "(`edgevid calib build`) to quantize with first."),
+    out: str | None = typer.Option(None, "--out", "-o", help="Output file (default: beside the source)."),
+    onnx_only: bool = typer.Option(False, "--onnx-only",
+                                   help="trt: write the ONNX and print the trtexec command; build no engine."),
+    batch_max: int = typer.Option(8, "--batch-max", help="Largest batch of the TensorRT optimisation profile."),
+    data: str | None = typer.Option(None, "--data", help="Video file or folder for the parity clips (default: "
+                                                         "random normalised clips)."),
+    tolerance: float | None = typer.Option(None, "--tolerance", help="Max |logit diff| against the source, as a "
+                                           "fraction of max(1, max |logit|) (default 1e-3 fp32, 5e-2 fp16)."),
+    trt_version: int | None = typer.Option(None, "--trt-version", help="TensorRT major (10 or 11) the trtexec line "
+                                           "targets when tensorrt is not installed here (default 10, JetPack 6)."),
+    workspace_mb: int = typer.Option(1024, "--workspace-mb", help="TensorRT builder workspace limit (MiB)."),
+    streaming: bool = typer.Option(False, "--streaming", help="Export the streaming form of a causal model (one "
+                                                              "frame in, states as inputs/outputs; onnx/openvino)."),
+) -> None:
+    """Export a trained model to ONNX, OpenVINO IR or a TensorRT engine, checked against the source."""
+    from edgevid.export import TensorRTUnavailableError, export
+
+    try:
+        with console.status(f"exporting {artifact} to {target} {precision}, then checking parity"):
+            result = export(artifact, target, precision, out, streaming=streaming, calib=calib, onnx_only=onnx_only,
+                            batch_max=batch_max, data=data, tolerance=tolerance, trt_version=trt_version,
+                            workspace_mb=workspace_mb)
+    except TensorRTUnavailableError as exc:
+        _print_export(exc.result)
+        raise
+    _print_export(result)
+
+
+def _print_export(result) -> None:
+    columns = ["target", "precision", "path", "size_mb", "max_abs_diff", "top1_agreement"]
+    console.print(make_table([result.row()], columns, title=f"edgevid export ({result.meta.model})",
+                             formats={"size_mb": ".2f", "max_abs_diff": ".2e", "top1_agreement": ".0%"}))
+    for note in result.notes:
+        console.print(note, highlight=False)
+    if result.command:
+        console.print("build and benchmark on the device with:")
+        console.print(result.command, soft_wrap=True, highlight=False, markup=False)
+
+
+# ------------------------------------------------------------------------------------------------------- data
+data_app = typer.Typer(help="Video datasets: synthetic benchmark data, layout and class inspection.",
+                       no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("synth")
+def data_synth_cmd(
+    out: str = typer.Argument(..., help="Output directory (created; must be empty or an earlier synth output)."),
+    classes: int = typer.Option(8, "--classes", help="Number of classes, 2-10."),
+    videos_per_class: int = typer.Option(60, "--videos-per-class", help="Training videos per class."),
+    val_per_class: int = typer.Option(15, "--val-per-class", help="Validation videos per class."),
+    frames: int = typer.Option(48, "--frames", help="Frames per video."),
+    size: int = typer.Option(128, "--size", help="Frame width and height in pixels (even)."),
+    fps: int = typer.Option(25, "--fps", help="Frame rate written to the files."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same videos."),
+    workers: int = typer.Option(2, "--workers", help="Processes rendering and encoding videos."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier synth dataset in OUT."),
+) -> None:
+    """Write synthetic action videos (H.264 .mp4, folder per class, train/val lists) that need time to classify."""
+    from edgevid.data.synth import SynthConfig, generate_synth
+
+    config = SynthConfig(classes=classes, videos_per_class=videos_per_class, val_per_class=val_per_class,
+                         frames=frames, size=size, fps=fps, seed=seed)
+    summary = generate_synth(out, config, workers=workers, overwrite=overwrite)
+    counts = summary["counts"]
+    console.print(f"wrote {counts['train']} train + {counts['val']} val videos of {len(summary['classes'])} classes "
+                  f"to {out} in {summary['seconds']:.1f} s", highlight=False)
+    pairs = ", ".join("/".join(pair) for pair in summary["mirror_classes"]) or "none"
+    console.print(f"mirror-image class pairs (synth.json mirror_classes): {pairs}", highlight=False)
+
+
+@data_app.command("info")
+def data_info_cmd(
+    root: str = typer.Argument(..., help="Dataset directory or list file."),
+    splits: str = typer.Option("train,val,test", "--splits", help="Comma-separated splits to look for."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Show the detected layout, the classes in order, and videos per class of each split."""
+    from edgevid.data.datasets import dataset_info
+
+    info = dataset_info(root, [s.strip() for s in splits.split(",") if s.strip()])
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    found = list(info["splits"])
+    rows = [{"class": name, "index": i, **info["counts"][name]} for i, name in enumerate(info["counts"])]
+    rows.append({"class": "total", **{split: info["splits"][split]["videos"] for split in found}})
+    for split, meta in info["splits"].items():
+        console.print(f"{split}: {meta['layout']} layout, {meta['videos']} videos, from {meta['source']}",
+                      highlight=False)
+    console.print(make_table(rows, ["class", "index", *found], title=f"{root}: {len(info['classes'])} classes"))
+
+
+# --- bench / demo
+@app.command("bench")
+def bench_cmd(
+    artifact: str = typer.Argument(..., help="Run directory or checkpoint (every format is produced from it); an "
+                                             "exported .onnx/.xml/.engine is measured as it is."),
+    targets: str = typer.Option("torch,onnx,openvino,trt", "--targets", help="Comma-separated targets."),
+    precisions: str = typer.Option("fp32,fp16,int8", "--precisions", help="Comma-separated precisions."),
+    batch: str = typer.Option("1", "--batch", help="Comma-separated batch sizes, e.g. 1,4."),
+    data: str | None = typer.Option(None, "--data", "-d", help="Dataset root: top-1 on its --split, and the INT8 "
+                                                               "calibration set when the run has none."),
+    split: str = typer.Option("val", "--split", help="Split evaluated for top-1."),
+    streaming: bool = typer.Option(False, "--streaming", help="Measure the streaming form: one frame per step."),
+    iters: int = typer.Option(100, "--iters", help="Most timed calls per row."),
+    warmup: int = typer.Option(5, "--warmup", help="Untimed calls before timing."),
+    seconds: float = typer.Option(10.0, "--seconds", help="Time box of each row's timing loop (at least 5 calls)."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads per backend (default: the backend's)."),
+    device: str = typer.Option("cpu", "--device", help="Device for torch/onnx/openvino (trt always runs on cuda)."),
+    calib: str | None = typer.Option(None, "--calib", help="Calibration manifest for INT8 (from `edgevid calib "
+                                                           "build`; default: the run's own, else built from --data)."),
+    artifacts: list[str] = typer.Option(None, "--artifact", help="An already exported or quantized artifact to "
+                                                                 "measure as its format (repeatable)."),
+    out: str | None = typer.Option(None, "--out", "-o", help="Folder for results and artifacts (default <run>/bench)."),
+    json_out: str | None = typer.Option(None, "--json", help="JSON results path (default OUT/bench.json)."),
+    csv_out: str | None = typer.Option(None, "--csv", help="CSV results path (default OUT/bench.csv)."),
+    md_out: str | None = typer.Option(None, "--md", help="Markdown table path (default OUT/bench.md)."),
+    plot_out: str | None = typer.Option(None, "--plot", help="PNG plot path (default OUT/bench.png)."),
+) -> None:
+    """Every format side by side: size, top-1, latency p50/p95/p99, FPS, peak RSS and GMACs, one row per format."""
+    from edgevid.bench import bench, parse_list
+
+    result = bench(artifact, out, targets=parse_list(targets), precisions=parse_list(precisions),
+                   batches=[_positive_int(b, "--batch") for b in parse_list(batch)], data=data, split=split,
+                   streaming=streaming, iters=iters, warmup=warmup, max_seconds=seconds, threads=threads,
+                   device=device, calib=calib, artifacts=artifacts or (), json=json_out, csv=csv_out, md=md_out,
+                   plot=plot_out)
+    result.print(console)
+    console.print("wrote " + ", ".join(str(p) for p in result.files.values()), highlight=False, soft_wrap=True)
+
+
+def _positive_int(text: str, flag: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise EdgevidError(f"{flag}: expected positive integers separated by commas, got {text!r}")
+    return int(text)
+
+
+@app.command("demo")
+def demo_cmd(
+    out: str = typer.Option("demo_out", "--out", "-o", help="Folder for every output of the demo."),
+    quick: bool = typer.Option(False, "--quick", help="Tiny data and model, one epoch: the whole path in about a "
+                                                      "minute (used by the tests)."),
+) -> None:
+    """The whole product on synthetic data: data, train X3D-XS, eval, INT8, export, bench, live, then a summary."""
+    from edgevid.demo import run_demo
+
+    run_demo(out, quick=quick)
+
+
+# --- live
+@app.command("live")
+def live_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="Run directory, checkpoint, .onnx, OpenVINO .xml or "
+                                                         "TensorRT engine (a streaming export runs streaming)."),
+    camera: int | None = typer.Option(None, "--camera", "-c", help="Camera index (OpenCV)."),
+    source: str | None = typer.Option(None, "--source", "-s", help="Video file, image folder or RTSP/HTTP URL."),
+    realtime: bool = typer.Option(False, "--realtime", help="Play a file at its own fps like a camera (frames are "
+                                                            "dropped when the model is slower); default: every frame."),
+    every: int = typer.Option(1, "--every", help="Run the model every K frames (sliding window)."),
+    topk: int = typer.Option(3, "--topk", help="Labels shown with their scores."),
+    smooth: str = typer.Option("ema", "--smooth", help="ema (moving average of probabilities), vote (label "
+                                                       "switches after --votes wins in a row) or none."),
+    alpha: float = typer.Option(0.5, "--alpha", help="EMA weight of the newest window."),
+    votes: int = typer.Option(3, "--votes", help="Consecutive wins a new label needs with --smooth vote."),
+    threshold: float = typer.Option(0.0, "--threshold", help="Below this probability the label is 'no action'."),
+    show: bool = typer.Option(False, "--show", help="Show the annotated video in a window (q/Esc quits)."),
+    output: str | None = typer.Option(None, "--output", "-o", help="Write the annotated video (.mp4/.avi)."),
+    max_frames: int | None = typer.Option(None, "--max-frames", help="Stop after this many captured frames."),
+    duration: float | None = typer.Option(None, "--duration", help="Stop after this many seconds."),
+    report: str | None = typer.Option(None, "--report", help="Write the run report (JSON)."),
+    log_every: float | None = typer.Option(None, "--log-every", help="Print a status line every S seconds."),
+    streaming: bool = typer.Option(False, "--streaming", help="One model step per sampled frame (causal models)."),
+    horizon: int | None = typer.Option(None, "--horizon", help="Streaming: average over about this many steps "
+                                                               "(default the clip length T; 0 = whole stream)."),
+    device: str = typer.Option("cpu", "--device", help="Device for the backend (cpu, cuda, GPU, ...)."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads of the backend."),
+    width: int | None = typer.Option(None, "--width", help="Camera: requested frame width."),
+    height: int | None = typer.Option(None, "--height", help="Camera: requested frame height."),
+    fps: float | None = typer.Option(None, "--fps", help="Camera: requested fps; image folder: its frame rate."),
+) -> None:
+    """Real-time recognition on a camera, video file, stream or image folder, with a latency/memory report."""
+    from edgevid.runtime.live import LiveOptions, run_live
+
+    if (camera is None) == (source is None):
+        raise EdgevidError("give exactly one of --camera N or --source PATH_OR_URL")
+    options = LiveOptions(realtime=realtime, every=every, topk=topk, smooth=smooth, alpha=alpha, votes=votes,
+                          threshold=threshold, show=show, output=output, max_frames=max_frames, duration=duration,
+                          report=report, log_every=log_every, streaming=streaming, horizon=horizon, device=device,
+                          threads=threads, width=width, height=height, fps=fps)
+    result = run_live(model, camera if camera is not None else source, options)
+    console.print(make_table(result.rows(), ["metric", "value"], title=f"edgevid live: {result.model}"))
+    for path, what in ((output, "annotated video"), (report, "report")):
+        if path:
+            console.print(f"wrote {what} {path}", highlight=False)
+
+
+# --- compress
+calib_app = typer.Typer(help="Calibration sets (clip manifests) for INT8 quantization.", no_args_is_help=True)
+app.add_typer(calib_app, name="calib")
+
+
+@calib_app.command("build")
+def calib_build_cmd(
+    data: str = typer.Option(..., "--data", "-d", help="Dataset root; clips come from its training split."),
+    out: str = typer.Option(..., "--out", "-o", help="Manifest to write, e.g. calibration/x3d_xs.json."),
+    num: int = typer.Option(128, "--num", "-n", help="Number of clips (spread evenly over the classes)."),
+    artifact: str | None = typer.Option(None, "--artifact", "-a", help="Trained run, checkpoint or export whose "
+                                                                       "preprocessing the clips get."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Zoo model whose default input the clips get "
+                                                                 "(instead of --artifact)."),
+    frames: int | None = typer.Option(None, "--frames", help="With --model: frames per clip."),
+    size: int | None = typer.Option(None, "--size", help="With --model: crop size."),
+    stride: int | None = typer.Option(None, "--stride", help="With --model: sampling stride."),
+    sampling: str = typer.Option("dense", "--sampling", help="With --model: dense or segments."),
+    split: str = typer.Option("train", "--split", help="Split to draw from."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same manifest."),
+) -> None:
+    """Build a deterministic, class-stratified calibration manifest from a training split."""
+    import dataclasses
+
+    from edgevid.compress.calibration import Preprocessing, build_manifest
+    from edgevid.meta import read_meta
+
+    if (artifact is None) == (model is None):
+        raise EdgevidError("give exactly one of --artifact PATH (a trained model) or --model NAME (a zoo model)")
+    if artifact is not None:
+        if any(v is not None for v in (frames, size, stride)):
+            raise EdgevidError("--frames/--size/--stride go with --model; --artifact brings its own preprocessing")
+        meta = read_meta(artifact)
+        prep, name, classes = Preprocessing.from_meta(meta), meta.model, meta.classes
+    else:
+        prep, name, classes = Preprocessing.from_model(model, sampling), model, None
+        prep = dataclasses.replace(prep, frames=frames or prep.frames, size=size or prep.size,
+                                   sampling_stride=stride or prep.sampling_stride)
+    manifest, skipped = build_manifest(data, num, prep, seed=seed, split=split, model=name, classes=classes)
+    path = manifest.save(out)
+    rows = [{"class": c, "clips": n} for c, n in manifest.class_counts().items()]
+    console.print(make_table(rows, ["class", "clips"], title=f"{path}: {len(manifest.clips)} clips"))
+    console.print(f"preprocessing: {prep.describe()}", highlight=False)
+    for video, reason in skipped:
+        err_console.print(f"[yellow]skipped[/] {video}: {reason}", highlight=False, soft_wrap=True)
+
+
+@app.command("quantize")
+def quantize_cmd(
+    artifact: str = typer.Argument(..., help="FP32 run directory, checkpoint or ONNX (or OpenVINO IR for openvino)."),
+    target: str = typer.Option(..., "--target", "-t", help="openvino, onnx (ONNX Runtime) or trt (TensorRT Q/DQ)."),
+    calib: str = typer.Option(..., "--calib", "-c", help="Calibration manifest from `edgevid calib build`."),
+    data: str | None = typer.Option(None, "--data", "-d", help="Dataset root: accuracy guard and top-1 on val."),
+    max_drop: float = typer.Option(1.0, "--max-drop", help="Largest top-1 drop (points) the guard accepts."),
+    method: str | None = typer.Option(None, "--method", help="minmax, entropy or percentile (default: minmax; "
+                                                             "NNCF's defaults for openvino)."),
+    symmetric: bool = typer.Option(False, "--symmetric-activations", help="onnx: int8 symmetric activations."),
+    out: str | None = typer.Option(None, "--out", "-o", help="Output (default: <source>.int8.xml/.onnx, "
+                                                             "<source>.int8.trt.onnx)."),
+    val_clips: int | None = typer.Option(None, "--val-clips", help="Use at most this many val clips."),
+    bench_iters: int = typer.Option(20, "--bench-iters", help="Latency iterations per artifact (0: skip)."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads for the runtimes."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """INT8 post-training quantization for OpenVINO (NNCF), ONNX Runtime (QDQ) or TensorRT (Q/DQ ONNX)."""
+    from edgevid.compress.quantize import quantize
+
+    result = quantize(artifact, target, calib, out=out, data=data, max_drop=max_drop, method=method,
+                      symmetric_activations=symmetric, val_clips=val_clips, bench_iters=bench_iters, threads=threads)
+    if as_json:
+        print(json.dumps(result.summary(), indent=2))
+        return
+    floats = ", ".join(result.float_layers) or "none"
+    console.print(f"wrote {result.path} ({result.weighted_layers - len(result.float_layers)}/"
+                  f"{result.weighted_layers} weighted layers INT8; in float: {floats})", highlight=False)
+    console.print(f"INT8 vs FP32 on {result.parity['clips']} calibration clips: top-1 agreement "
+                  f"{result.parity['top1_agreement']:.0%}, max |logit diff| {result.parity['max_abs_diff']:.3g}",
+                  highlight=False)
+    if result.report_path:
+        console.print(f"report: {result.report_path}", highlight=False)
+    if target == "trt":
+        console.print(f"build the engine: edgevid export {result.path} --target trt --precision int8",
+                      highlight=False)
+
+
+@app.command("prune")
+def prune_cmd(
+    run: str = typer.Argument(..., help="Trained run directory (or its checkpoint; fine-tuning uses its recipe)."),
+    ratio: float = typer.Option(..., "--ratio", "-r", help="Fraction of the MACs to remove, in (0, 1)."),
+    data: str = typer.Option(..., "--data", "-d", help="Dataset root: fine-tuning and top-1 on val."),
+    finetune_epochs: int | None = typer.Option(None, "--finetune-epochs", help="Fine-tuning epochs (default: the "
+                                                                               "recipe's; 0: none)."),
+    importance: str = typer.Option("l2", "--importance", help="l2 (channel weight norm) or bn (|BN scale|)."),
+    global_pruning: bool = typer.Option(False, "--global/--uniform", help="One ranking across layers, or the "
+                                                                          "same fraction of every layer."),
+    round_to: int | None = typer.Option(None, "--round-to", help="Keep channel counts multiples of this."),
+    out: str | None = typer.Option(None, "--out", "-o", help="Output run directory (default <run>-pruned<pct>)."),
+    overrides: list[str] = typer.Argument(None, help="Recipe overrides for fine-tuning, e.g. optim.lr=0.002."),
+    val_clips: int | None = typer.Option(None, "--val-clips", help="Val clips for the report's top-1 (0: skip)."),
+    bench_iters: int = typer.Option(20, "--bench-iters", help="Latency iterations per model and backend."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads for the runtimes."),
+) -> None:
+    """Structured channel pruning (Torch-Pruning DepGraph) to a MAC budget, then fine-tuning; before/after report."""
+    from edgevid.compress.pruning import prune
+
+    result = prune(run, ratio, data, finetune_epochs=finetune_epochs, importance=importance,
+                   global_pruning=global_pruning, round_to=round_to, out=out, overrides=tuple(overrides or ()),
+                   val_clips=val_clips, bench_iters=bench_iters, threads=threads)
+    info = result.info
+    console.print(f"removed {info['mac_reduction']:.1%} of the MACs ({info['macs_before'] / 1e9:.3f} -> "
+                  f"{info['macs_after'] / 1e9:.3f} GMACs, {info['params_before'] / 1e6:.2f}M -> "
+                  f"{info['params_after'] / 1e6:.2f}M params); model: {result.checkpoint}", highlight=False)
+    if result.report_path:
+        console.print(f"report: {result.report_path}", highlight=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``edgevid`` console script and ``python -m edgevid``."""
     try:

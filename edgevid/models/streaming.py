@@ -5,9 +5,10 @@
 model's clip logits on frames 0..t. The states, all explicit tensors so that exported graphs carry them as
 inputs and outputs, are (in this order):
 
-- ``buffer``: per :class:`~edgevid.models.layers.CausalConv3d`, the last ``causal_pad`` frames of its input
-  (the conv runs on state + new frame with no temporal padding); per online ``TemporalShift`` (TSM), the first
-  ``C / fold_div`` channels of the previous frame;
+- ``buffer``: per :class:`~edgevid.models.layers.CausalConv3d`, the last ``causal_pad`` frames of its input,
+  one channels-last tensor [B, 1, H, W, C] per frame (the conv runs on them + the new frame with no temporal
+  padding); per online ``TemporalShift`` (TSM), the first ``C / fold_div`` channels of the previous frame,
+  channels-last [B, H, W, C / fold_div];
 - ``sum`` / ``count``: per cumulative mean (causal squeeze-excitation, and the global pool before the head), the
   running sum of spatial means and the number of frames summed;
 - ``step``: the number of frames seen, shape [1].
@@ -32,7 +33,6 @@ from edgevid.models.layers import CausalConv3d
 from edgevid.models.tsm import TemporalShift
 from edgevid.models.x3d import CumulativeTemporalMean, GlobalMean
 
-STATE_KINDS = ("buffer", "sum", "count", "step")
 PROBE_FRAMES = 16
 PROBE_SIZE = 224
 
@@ -73,7 +73,13 @@ class _StreamContext:
 
 
 class StreamConv3d(nn.Module):
-    """A causal conv on one frame: [last ``causal_pad`` input frames, new frame] -> one output frame."""
+    """A causal conv on one frame, with the last ``causal_pad`` input frames as its state.
+
+    The state is one channels-last [B, 1, H, W, C] tensor per past frame (oldest first), and the conv is the sum
+    over its temporal taps of one-frame convs. No frame stack is concatenated or sliced, and channels-last
+    states match the blocked layouts of graph runtimes (OpenVINO fuses the permutes away instead of converting
+    layouts at every step).
+    """
 
     def __init__(self, conv: CausalConv3d, ctx: _StreamContext, slot: int, rate: int) -> None:
         super().__init__()
@@ -85,16 +91,24 @@ class StreamConv3d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, _, h, w = x.shape
-        state = self.ctx.state(self.slot, [b, c, self.pad, h, w], x)
-        window = torch.cat((state, x), dim=2)
-        self.ctx.update(self.slot, self.rate, window[:, :, 1:], state)
+        history = [self.ctx.state(self.slot + i, [b, 1, h, w, c], x) for i in range(self.pad)]
+        window = [*(frame.permute(0, 4, 1, 2, 3) for frame in history), x]
         conv = self.conv
-        return F.conv3d(window, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        stride, padding, dilation = (1, *conv.stride[1:]), (0, *conv.padding[1:]), (1, *conv.dilation[1:])
+        out = None
+        for tap in range(conv.kernel_size[0]):
+            term = F.conv3d(window[tap * conv.dilation[0]], conv.weight[:, :, tap:tap + 1], None, stride, padding,
+                            dilation, conv.groups)
+            out = term if out is None else out + term
+        kept = [*history[1:], x.permute(0, 2, 3, 4, 1)]
+        for i, old in enumerate(history):
+            self.ctx.update(self.slot + i, self.rate, kept[i], old)
+        return out if conv.bias is None else out + conv.bias.view(1, -1, 1, 1, 1)
 
 
 class StreamShift(nn.Module):
     """Online temporal shift on one frame [B, C, H, W]: the first ``C / fold_div`` channels come from the
-    previous frame (the shift buffer), the rest stay."""
+    previous frame (the shift buffer, kept channels-last [B, H, W, C / fold_div]), the rest stay."""
 
     def __init__(self, shift: TemporalShift, ctx: _StreamContext, slot: int, rate: int) -> None:
         super().__init__()
@@ -106,9 +120,9 @@ class StreamShift(nn.Module):
     def forward(self, x: torch.Tensor, frames: int = 1) -> torch.Tensor:
         b, c, h, w = x.shape
         fold = c // self.fold_div
-        state = self.ctx.state(self.slot, [b, fold, h, w], x)
-        self.ctx.update(self.slot, self.rate, x[:, :fold], state)
-        return torch.cat((state, x[:, fold:]), dim=1)
+        state = self.ctx.state(self.slot, [b, h, w, fold], x)
+        self.ctx.update(self.slot, self.rate, x[:, :fold].permute(0, 2, 3, 1), state)
+        return torch.cat((state.permute(0, 3, 1, 2), x[:, fold:]), dim=1)
 
 
 class StreamCumulativeMean(nn.Module):
@@ -281,7 +295,7 @@ def to_streaming(model: VideoModel) -> StreamingModel:
         if isinstance(module, CausalConv3d):
             if module.causal_pad:
                 _replace(stream, path, StreamConv3d(module, ctx, len(specs), rate))
-                specs.append(StateSpec(f"buffer.{path}", "buffer", path, rate))
+                specs += [StateSpec(f"buffer.{path}.{i}", "buffer", path, rate) for i in range(module.causal_pad)]
         elif isinstance(module, TemporalShift):
             _replace(stream, path, StreamShift(module, ctx, len(specs), rate))
             specs.append(StateSpec(f"buffer.{path}", "buffer", path, rate))

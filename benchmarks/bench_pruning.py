@@ -1,0 +1,85 @@
+"""Structured pruning on the synthetic benchmark data: 50% of the MACs removed, fine-tuned, measured.
+
+For each model trained by a shipped recipe this runs ``edgevid prune RUN --ratio 0.5`` (Torch-Pruning DepGraph,
+L2 importance, uniform channel ratio found by bisection on MACs), fine-tunes with the run's recipe for
+``--finetune-epochs``, and reports original vs pruned: params, GMACs, val top-1 and batch-1 latency on PyTorch,
+ONNX Runtime and OpenVINO (original and pruned timed interleaved in one run). Targets: top-1 within 2 points
+of the original, at least 1.4x faster.
+
+Trained runs come from ``--runs/<recipe>`` (default ``runs/bench``; trained there with the recipe when missing,
+as in ``benchmarks.bench_int8``); pruned runs go to ``--runs/<recipe>-pruned50``.
+
+    .venv/bin/python -m benchmarks.bench_pruning [--data DIR] [--runs DIR] [--recipes x3d_xs tsm_r18 r2plus1d_18]
+        [--ratio 0.5] [--finetune-epochs N] [--iters 20] [--threads N]
+
+Results: ``benchmarks/results/<machine>/pruning.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import shutil
+from pathlib import Path
+
+from benchmarks.bench_int8 import RECIPES, ROOT, ensure_run, merged_rows, stamp
+from benchmarks.bench_training import ensure_data
+from benchmarks.common import machine_info, write_results
+from edgevid.compress.pruning import default_out, prune
+
+COLUMNS = ["recipe", "model", "backend", "params_m", "gmacs", "top1", "drop", "p50_ms", "p95_ms", "speedup",
+           "status"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, help="Dataset root (default: synth defaults in runs/bench/synth).")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench", help="Trained runs, one per recipe.")
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES))
+    parser.add_argument("--train-epochs", type=int, help="Epochs when a run has to be trained here.")
+    parser.add_argument("--ratio", type=float, default=0.5, help="Fraction of MACs to remove.")
+    parser.add_argument("--finetune-epochs", type=int, help="Fine-tuning epochs (default: the recipe's).")
+    parser.add_argument("--importance", default="l2", choices=["l2", "bn"])
+    parser.add_argument("--global-pruning", action="store_true", help="Global instead of uniform ratio.")
+    parser.add_argument("--iters", type=int, default=20, help="Latency iterations per model and backend.")
+    parser.add_argument("--threads", type=int, help="Runtime threads (default: the runtimes' own).")
+    args = parser.parse_args()
+
+    data = ensure_data(args.data, quick=False)
+    info = machine_info()
+    rows = []
+    for recipe in args.recipes:
+        run = ensure_run(recipe, data, args.runs, args.train_epochs)
+        out = default_out(run, args.ratio)
+        if out.exists():
+            shutil.rmtree(out)
+        result = prune(run, args.ratio, data, finetune_epochs=args.finetune_epochs, importance=args.importance,
+                       global_pruning=args.global_pruning, out=out, bench_iters=args.iters, threads=args.threads)
+        original = {r["backend"]: r.get("top1") for r in result.rows if r["model"] == "original"}
+        recipe_rows = []
+        for row in result.rows:
+            base = original.get(row["backend"])
+            drop = base - row["top1"] if base is not None and row.get("top1") is not None else None
+            recipe_rows.append({"recipe": recipe, **row, "drop": drop, "mac_reduction": result.info["mac_reduction"],
+                                "channel_ratio": result.info["channel_ratio"],
+                                "finetune_epochs": result.info["finetune_epochs"]})
+        rows += stamp(recipe_rows)
+    load_avg = info.get("load_avg_1_5_15")
+    notes = (
+        f"Data: `{data}`. Pruning: {args.ratio:.0%} of the MACs removed (Torch-Pruning DepGraph, {args.importance} "
+        f"importance, {'global' if args.global_pruning else 'uniform'} channel ratio by bisection), then "
+        "fine-tuned with the run's recipe (finetune_epochs per row). top1: val split, centre clip; drop: original "
+        "top-1 minus pruned (points). Latency: batch 1, original and pruned interleaved in the same run; speedup = "
+        f"original p50 / pruned p50 on the same backend. Shared 2-core machine (load average {load_avg} at the "
+        "start of the last invocation; each row has the 1-minute load when it was measured): absolute latencies "
+        "are noisy, ratios from the same rounds are the numbers to read."
+    )
+    write_results("pruning", merged_rows("pruning", rows, args.recipes), info, notes=notes,
+                  columns=[*COLUMNS, "finetune_epochs", "load_avg_1min"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Accuracy guard for INT8: a validation set held in memory, top-1 of any predict function, and the ONNX
+per-layer sensitivity pass that keeps the most sensitive layers in float until the top-1 drop fits.
+
+The validation clips are decoded once (centre clip, centre crop, as ``edgevid eval`` does) and every candidate
+model is scored on the same arrays, so comparing FP32 with INT8 and ranking layers costs model time only.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgevid.errors import EdgevidError
+from edgevid.meta import ArtifactMeta
+
+PredictFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class ValidationSet:
+    """Normalised clips [N, 3, T, S, S] and labels [N] of a validation split."""
+
+    clips: np.ndarray
+    labels: np.ndarray
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @classmethod
+    def load(cls, data: str | Path, meta: ArtifactMeta, split: str = "val", max_clips: int | None = None,
+             show_progress: bool = True) -> ValidationSet:
+        """Decode ``split`` of ``data`` with the artifact's preprocessing; ``max_clips`` takes an evenly spaced
+        subset (stratification follows from the list order being class-grouped or not: every k-th video)."""
+        from edgevid.data import build_dataset
+        from edgevid.utils.console import progress
+
+        dataset = build_dataset(data, split, frames=meta.frames, size=meta.size,
+                                sampling_stride=meta.sampling_stride, mean=meta.mean, std=meta.std, train=False,
+                                sampling=meta.extra.get("sampling", "dense"), classes=meta.classes)
+        indices = np.arange(len(dataset))
+        if max_clips is not None and max_clips < len(indices):
+            indices = np.linspace(0, len(indices) - 1, max_clips).round().astype(int)
+        clips, labels = [], []
+        with progress(transient=True) as bar:
+            task = bar.add_task(f"{split} clips", total=len(indices), info=str(data), visible=show_progress)
+            for index in indices:
+                item = dataset[int(index)]
+                bar.advance(task)
+                if item is not None:
+                    clips.append(item[0].numpy())
+                    labels.append(item[1])
+        if not clips:
+            raise EdgevidError(f"{data}: split {split!r} has no readable clips for the accuracy guard")
+        return cls(np.stack(clips), np.asarray(labels), f"{data} ({split}, {len(labels)} clips)")
+
+    def scores(self, predict: PredictFn, batch: int = 8, subset: Sequence[int] | None = None) -> np.ndarray:
+        """Class scores of every clip (or of ``subset``), run in batches."""
+        clips = self.clips if subset is None else self.clips[np.asarray(subset)]
+        return np.concatenate([predict(clips[i:i + batch]) for i in range(0, len(clips), batch)])
+
+    def top1(self, scores: np.ndarray) -> float:
+        """Top-1 accuracy in percent of ``scores`` for all clips."""
+        return float(100.0 * np.mean(scores.argmax(axis=1) == self.labels))
+
+    def items(self) -> list[tuple[np.ndarray, int]]:
+        """(clip [1, 3, T, S, S], label) pairs, as NNCF's validation dataset wants them."""
+        return [(clip[None], int(label)) for clip, label in zip(self.clips, self.labels, strict=True)]
+
+
+def ort_predict(path: Path, threads: int | None = None) -> PredictFn:
+    """A predict function over an ONNX file in ONNX Runtime (CPU, all graph optimisations)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda clips: session.run(None, {name: np.ascontiguousarray(clips, dtype=np.float32)})[0]
+
+
+@dataclass
+class GuardResult:
+    """What the ONNX accuracy guard did: layers kept in float (most sensitive first) and the top-1 it reached."""
+
+    float_layers: list[str]
+    top1: float
+    sensitivity: dict[str, float] = field(default_factory=dict)
+    evaluations: int = 0
+
+
+def onnx_accuracy_guard(quantizer, out: Path, valset: ValidationSet, fp32_scores: np.ndarray, max_drop: float, *,
+                        ranking_clips: int = 32, threads: int | None = None, show_progress: bool = True) -> GuardResult:
+    """Keep the most sensitive weighted layers of a QDQ model in float until top-1 drops at most ``max_drop``.
+
+    Sensitivity of a layer = how much the mean squared logit error against FP32 (on ``ranking_clips`` evenly
+    spaced validation clips) shrinks when that layer alone stays in float. Layers are then kept in float one by
+    one, most sensitive first, re-evaluating top-1 on the whole validation set after each, until the drop fits.
+    ``quantizer`` is an :class:`~edgevid.compress.quant_onnx.OnnxQuantizer`; ``out`` receives the final model.
+    Raises when even every weighted layer in float does not fit (nothing is written to ``out`` then).
+    """
+    from edgevid.utils.console import progress
+
+    fp32_top1 = valset.top1(fp32_scores)
+    subset = np.linspace(0, len(valset) - 1, min(ranking_clips, len(valset))).round().astype(int)
+    reference = fp32_scores[subset]
+    candidates = quantizer.quantizable_nodes()
+    with tempfile.TemporaryDirectory(prefix=".sensitivity-", dir=out.parent) as work:
+        trial = Path(work) / "trial.onnx"
+
+        def logit_error(exclude: Sequence[str]) -> float:
+            scores = valset.scores(ort_predict(quantizer.quantize(trial, exclude), threads), subset=subset)
+            return float(np.mean((scores - reference) ** 2))
+
+        base_error = logit_error(())
+        sensitivity: dict[str, float] = {}
+        with progress(transient=True) as bar:
+            task = bar.add_task("layer sensitivity", total=len(candidates), info="", visible=show_progress)
+            for node in candidates:
+                sensitivity[node] = base_error - logit_error([node])
+                bar.update(task, advance=1, info=node)
+        ranked = sorted(candidates, key=lambda n: sensitivity[n], reverse=True)
+        kept: list[str] = []
+        top1 = -1.0
+        with progress(transient=True) as bar:
+            task = bar.add_task("keeping layers in float", total=len(ranked), info="", visible=show_progress)
+            for node in ranked:
+                kept.append(node)
+                top1 = valset.top1(valset.scores(ort_predict(quantizer.quantize(trial, kept), threads)))
+                bar.update(task, advance=1, info=f"{len(kept)} float: top-1 {top1:.2f}%")
+                if fp32_top1 - top1 <= max_drop:
+                    break
+    if fp32_top1 - top1 > max_drop:
+        raise EdgevidError(f"accuracy guard: INT8 top-1 {top1:.2f}% stays more than --max-drop {max_drop:g} points "
+                           f"below FP32 {fp32_top1:.2f}% even with all {len(kept)} weighted layers in float; "
+                           "use more calibration clips or another --method; nothing written")
+    quantizer.quantize(out, kept)
+    return GuardResult(kept, top1, sensitivity, len(candidates) + 1 + len(kept))

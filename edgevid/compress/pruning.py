@@ -1,0 +1,346 @@
+"""Structured channel pruning with Torch-Pruning's dependency graph (DepGraph), then fine-tuning.
+
+``ratio`` is the fraction of **MACs** to remove (multiply-adds of one clip at the model's input size, as
+:func:`~edgevid.models.registry.count_macs` counts them), in (0, 1). Torch-Pruning removes a fraction of the
+channels of every coupled group (a group is every layer that must lose the same channels: a conv's filters, the
+next BN, the following convs' input channels, every layer joined by a residual add, a depthwise conv and an SE
+block on the same channels); MACs fall roughly with the square of that channel ratio, so the channel ratio that
+removes ``ratio`` of the MACs is found by bisection (to within :data:`MAC_TOLERANCE`).
+
+- Importance: ``l2`` (L2 norm of each channel's weights across the whole group) or ``bn`` (|BN scale|).
+- ``global_pruning``: one importance ranking across all groups (layers lose different fractions, at most
+  :data:`MAX_LAYER_RATIO` of their channels); otherwise every group loses the same fraction (uniform).
+- The classifier's output (the classes) is never pruned.
+- TSM: a :class:`~edgevid.models.tsm.TemporalShift` maps channel c to channel c (only in time), so DepGraph is
+  built with the shifts taken out (their slicing would only confuse its index mapping) and put back afterwards;
+  the shift computes its fold from the tensor's channel count at run time (``C // fold_div``), so a pruned block
+  shifts 1/8 of its *remaining* channels.
+
+The pruned model is saved as an ordinary checkpoint whose metadata holds ``extra["pruned_shapes"]`` (the shape
+of every weight that differs from a freshly built model); :func:`edgevid.checkpoint.build_model` re-slices a
+new model to those shapes (:func:`apply_pruned_shapes`), so it loads, exports and quantizes without the
+original run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgevid.errors import EdgevidError
+from edgevid.meta import ArtifactMeta
+
+IMPORTANCES = ("l2", "bn")
+MAC_TOLERANCE = 0.01
+MAX_LAYER_RATIO = 0.9
+BISECTION_STEPS = 14
+TRACE_SIZE = 64
+
+
+# ------------------------------------------------------------------------------------------------ shapes
+def pruned_shapes(model: nn.Module, reference: nn.Module) -> dict[str, list[int]]:
+    """Shapes of the state_dict entries of ``model`` that differ from ``reference`` (the unpruned model)."""
+    ref = reference.state_dict()
+    return {key: list(t.shape) for key, t in model.state_dict().items() if key in ref and t.shape != ref[key].shape}
+
+
+def _resize_tensors(module: nn.Module, prefix: str, shapes: dict[str, list[int]]) -> bool:
+    changed = False
+    for store in (module._parameters, module._buffers):
+        for name, tensor in store.items():
+            key = f"{prefix}{name}"
+            if tensor is None or key not in shapes or list(tensor.shape) == shapes[key]:
+                continue
+            empty = torch.empty(shapes[key], dtype=tensor.dtype, device=tensor.device)
+            store[name] = nn.Parameter(empty, requires_grad=tensor.requires_grad) \
+                if isinstance(tensor, nn.Parameter) else empty
+            changed = True
+    return changed
+
+
+def _sync_attributes(module: nn.Module, name: str) -> None:
+    """Make a resized layer's attributes (channels, features, groups) agree with its new weight shapes."""
+    if isinstance(module, nn.modules.conv._ConvNd) and not module.transposed:
+        depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
+        module.out_channels = module.weight.shape[0]
+        module.groups = module.out_channels if depthwise else module.groups
+        module.in_channels = module.weight.shape[1] * module.groups
+    elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+        module.num_features = (module.weight if module.weight is not None else module.running_mean).shape[0]
+    elif isinstance(module, nn.Linear):
+        module.out_features, module.in_features = module.weight.shape
+    else:
+        raise EdgevidError(f"pruned shapes: cannot resize layer {name!r} ({type(module).__name__})")
+
+
+def apply_pruned_shapes(model: nn.Module, shapes: dict[str, list[int]]) -> nn.Module:
+    """Re-slice a freshly built model to the recorded ``shapes`` (in place; weights are left uninitialised,
+    to be loaded from the checkpoint)."""
+    for name, module in model.named_modules():
+        if _resize_tensors(module, f"{name}." if name else "", shapes):
+            _sync_attributes(module, name)
+    state = model.state_dict()
+    unknown = sorted(set(shapes) - set(state))
+    if unknown:
+        raise EdgevidError(f"pruned shapes name weights the model does not have: {', '.join(unknown[:3])}")
+    return model
+
+
+# ------------------------------------------------------------------------------------------------ pruning
+class _PassThrough(nn.Module):
+    def forward(self, x: torch.Tensor, *args: Any) -> torch.Tensor:
+        return x
+
+
+def _channelwise_types() -> tuple[type, ...]:
+    from edgevid.models.tsm import TemporalShift
+
+    return (TemporalShift,)
+
+
+@contextlib.contextmanager
+def _without_channelwise_ops(model: nn.Module) -> Iterator[None]:
+    """Swap parameter-free ops that keep channel c at channel c (temporal shifts) for pass-throughs."""
+    swapped = []
+    for module in list(model.modules()):
+        for child_name, child in module.named_children():
+            if isinstance(child, _channelwise_types()):
+                swapped.append((module, child_name, child))
+                setattr(module, child_name, _PassThrough())
+    try:
+        yield
+    finally:
+        for parent, child_name, child in swapped:
+            setattr(parent, child_name, child)
+
+
+def _importance(kind: str):
+    import torch_pruning as tp
+
+    if kind == "l2":
+        return tp.importance.GroupMagnitudeImportance(p=2)
+    if kind == "bn":
+        return tp.importance.BNScaleImportance()
+    raise EdgevidError(f"--importance {kind!r} is not one of {', '.join(IMPORTANCES)}")
+
+
+def _classifier_layers(model: nn.Module) -> list[nn.Module]:
+    head = getattr(model, "head", None)
+    fc = getattr(head, "fc", None)
+    if fc is None:
+        raise EdgevidError(f"{type(model).__name__}: no head.fc classifier found to protect from pruning")
+    return [fc]
+
+
+def prune_channels(model: nn.Module, example: torch.Tensor, channel_ratio: float, *, importance: str = "l2",
+                   global_pruning: bool = False, round_to: int | None = None) -> nn.Module:
+    """Remove ``channel_ratio`` of the channels of every prunable group of ``model`` (in place)."""
+    import torch_pruning as tp
+
+    model.eval()
+    with _without_channelwise_ops(model):
+        pruner = tp.pruner.BasePruner(
+            model, example, importance=_importance(importance), pruning_ratio=channel_ratio,
+            global_pruning=global_pruning, max_pruning_ratio=MAX_LAYER_RATIO,
+            ignored_layers=_classifier_layers(model), round_to=round_to,
+        )
+        pruner.step()
+    return model
+
+
+@dataclass
+class PrunedModel:
+    """A pruned copy of a model and how far pruning went."""
+
+    model: nn.Module
+    channel_ratio: float
+    macs_before: int
+    macs_after: int
+    params_before: int
+    params_after: int
+    trials: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def mac_reduction(self) -> float:
+        return 1.0 - self.macs_after / self.macs_before
+
+
+def prune_to_macs(model: nn.Module, frames: int, size: int, ratio: float, *, importance: str = "l2",
+                  global_pruning: bool = False, round_to: int | None = None) -> PrunedModel:
+    """A copy of ``model`` with ``ratio`` of its MACs (at ``frames`` x ``size``) removed by channel pruning.
+
+    Bisection over the channel ratio; the result removes at least ``ratio - MAC_TOLERANCE`` of the MACs and is
+    the closest trial to ``ratio`` found.
+    """
+    from edgevid.models.registry import count_macs, count_params
+
+    check_ratio(ratio)
+    _importance(importance)
+    trace = min(size, TRACE_SIZE)
+    example = torch.randn(1, 3, frames, trace, trace)
+    macs_before = count_macs(model, frames, size)
+    best: tuple[float, nn.Module, int] | None = None
+    trials = []
+    low, high = 0.0, MAX_LAYER_RATIO
+    for _ in range(BISECTION_STEPS):
+        channel_ratio = (low + high) / 2
+        candidate = prune_channels(copy.deepcopy(model), example, channel_ratio, importance=importance,
+                                   global_pruning=global_pruning, round_to=round_to)
+        macs = count_macs(candidate, frames, size)
+        removed = 1.0 - macs / macs_before
+        trials.append({"channel_ratio": channel_ratio, "mac_reduction": removed})
+        if removed >= ratio - MAC_TOLERANCE and (best is None or abs(removed - ratio) < abs(best[2] - ratio)):
+            best = (channel_ratio, candidate, removed)
+        if abs(removed - ratio) <= MAC_TOLERANCE / 2:
+            break
+        low, high = (channel_ratio, high) if removed < ratio else (low, channel_ratio)
+    if best is None:
+        raise EdgevidError(f"pruning cannot remove {ratio:.0%} of the MACs of {type(model).__name__} "
+                           f"(at most {max(t['mac_reduction'] for t in trials):.0%} with "
+                           f"{MAX_LAYER_RATIO:.0%} of each layer's channels); choose a smaller --ratio")
+    channel_ratio, pruned, _ = best
+    return PrunedModel(pruned.eval(), channel_ratio, macs_before, count_macs(pruned, frames, size),
+                       count_params(model), count_params(pruned), trials)
+
+
+def check_ratio(ratio: float) -> None:
+    if not 0.0 < ratio < 1.0:
+        raise EdgevidError(f"--ratio {ratio:g}: the fraction of MACs to remove must be in (0, 1), e.g. 0.5")
+
+
+def pruned_meta(meta: ArtifactMeta, pruned: PrunedModel, reference: nn.Module, info: dict[str, Any]) -> ArtifactMeta:
+    """The metadata of a pruned checkpoint: its weight shapes (so it loads alone) and what pruning did."""
+    extra = {k: v for k, v in meta.extra.items() if k not in ("val_top1", "best_val_top1", "epoch")}
+    return meta.replace(extra={**extra, "pruned_shapes": pruned_shapes(pruned.model, reference), "pruning": info})
+
+
+# ------------------------------------------------------------------------------------------------ prune a run
+REPORT_BACKENDS = ("torch", "onnxruntime", "openvino")
+_EXPORT_TARGET = {"onnxruntime": ("onnx", ".onnx"), "openvino": ("openvino", ".xml")}
+
+
+@dataclass
+class PruneResult:
+    """Where the pruned (and fine-tuned) model is, what pruning did, and the before/after report rows."""
+
+    run_dir: Path
+    checkpoint: Path
+    info: dict[str, Any]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    report_path: Path | None = None
+
+
+def default_out(run_dir: Path, ratio: float) -> Path:
+    """``<run>-pruned<percent>`` beside the run directory."""
+    return run_dir.parent / f"{run_dir.name}-pruned{round(ratio * 100)}"
+
+
+def compare_models(before: Path, after: Path, *, valset=None, backends: tuple[str, ...] = REPORT_BACKENDS,
+                   iters: int = 20, threads: int | None = None, work: Path) -> list[dict[str, Any]]:
+    """Rows of params, GMACs, top-1 and latency (measured interleaved) for the original and pruned checkpoints on
+    each backend (exported to ONNX / OpenVINO as ``edgevid export`` does), with the pruned model's speed-up over
+    the original on the same backend. An export that fails is recorded in its row and the others go on."""
+    from edgevid.checkpoint import load_model
+    from edgevid.compress.report import add_speedups, benchmark_artifacts
+    from edgevid.export import export
+    from edgevid.models.registry import count_macs, count_params
+
+    entries, failed = [], []
+    for label, checkpoint in (("original", before), ("pruned", after)):
+        model, meta = load_model(checkpoint)
+        sizes = {"model": label, "params_m": count_params(model) / 1e6,
+                 "gmacs": count_macs(model, meta.frames, meta.size) / 1e9}
+        for backend in backends:
+            row = {**sizes, "backend": backend}
+            try:
+                if backend == "torch":
+                    entries.append((row, checkpoint))
+                else:
+                    target, suffix = _EXPORT_TARGET[backend]
+                    entries.append((row, export(checkpoint, target, out=work / f"{label}{suffix}",
+                                                threads=threads).path))
+            except EdgevidError as exc:
+                failed.append({**row, "status": f"failed: {str(exc).splitlines()[0][:160]}"})
+    rows = benchmark_artifacts(entries, valset=valset, iters=iters, threads=threads) + failed
+    return add_speedups(rows, {"model": "original"})
+
+
+def prune(run: str | Path, ratio: float, data: str | Path, *, finetune_epochs: int | None = None,
+          importance: str = "l2", global_pruning: bool = False, round_to: int | None = None,
+          out: str | Path | None = None, overrides: tuple[str, ...] = (), val_clips: int | None = None,
+          bench_iters: int = 20, backends: tuple[str, ...] = REPORT_BACKENDS, threads: int | None = None,
+          show_progress: bool = True) -> PruneResult:
+    """Prune ``ratio`` of the MACs of a trained run, fine-tune with the run's recipe, and report before/after.
+
+    Writes ``out`` (default ``<run>-pruned<percent>``): ``pruned.pt`` (right after pruning), the fine-tuning
+    run (``best.pt``, ``last.pt``, metrics; ``best.pt`` is ``pruned.pt`` when ``finetune_epochs`` is 0) and
+    ``prune_report.json``. ``finetune_epochs`` None takes the recipe's epochs; ``overrides`` are recipe
+    overrides for fine-tuning (e.g. ``optim.lr=0.001``).
+    """
+    import tempfile
+
+    from edgevid.checkpoint import load_checkpoint, load_model, resolve_checkpoint, save_checkpoint
+    from edgevid.compress.accuracy import ValidationSet
+    from edgevid.compress.report import write_report
+    from edgevid.utils.console import console
+
+    check_ratio(ratio)
+    _importance(importance)
+    unknown = [b for b in backends if b not in REPORT_BACKENDS]
+    if unknown:
+        raise EdgevidError(f"report backends {', '.join(unknown)} are not among {', '.join(REPORT_BACKENDS)}")
+    if finetune_epochs is not None and finetune_epochs < 0:
+        raise EdgevidError(f"--finetune-epochs must be >= 0, got {finetune_epochs}")
+    source = resolve_checkpoint(run)
+    if not Path(data).exists():
+        raise EdgevidError(f"--data {data}: no such data directory")
+    recipe = source.parent / "recipe.yaml"
+    if finetune_epochs != 0 and not recipe.is_file():
+        raise EdgevidError(f"{source.parent}: no recipe.yaml to fine-tune with; pass --finetune-epochs 0 to prune "
+                           "without fine-tuning")
+    run_dir = Path(out) if out is not None else default_out(source.parent, ratio)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise EdgevidError(f"--out {run_dir}: already exists and is not empty; choose another directory")
+    model, meta = load_model(source)
+    with console.status(f"pruning {ratio:.0%} of the MACs of {meta.model}"):
+        pruned = prune_to_macs(model, meta.frames, meta.size, ratio, importance=importance,
+                               global_pruning=global_pruning, round_to=round_to)
+    info = {"source": str(source), "ratio": ratio, "mac_reduction": pruned.mac_reduction,
+            "channel_ratio": pruned.channel_ratio, "importance": importance,
+            "mode": "global" if global_pruning else "uniform", "round_to": round_to,
+            "macs_before": pruned.macs_before, "macs_after": pruned.macs_after,
+            "params_before": pruned.params_before, "params_after": pruned.params_after,
+            "finetune_epochs": finetune_epochs}
+    checkpoint = save_checkpoint(run_dir / "pruned.pt", pruned.model, pruned_meta(meta, pruned, model, info))
+    if finetune_epochs == 0:
+        checkpoint = save_checkpoint(run_dir / "best.pt", pruned.model, load_checkpoint(checkpoint).meta)
+    else:
+        from edgevid.train import train
+
+        train(recipe, data, out=run_dir, epochs=finetune_epochs, overrides=overrides,
+              start_from=load_checkpoint(checkpoint))
+        checkpoint = resolve_checkpoint(run_dir)
+    result = PruneResult(run_dir, checkpoint, info)
+    if bench_iters > 0 or val_clips != 0:
+        valset = ValidationSet.load(data, meta, max_clips=val_clips, show_progress=show_progress) \
+            if val_clips != 0 else None
+        with tempfile.TemporaryDirectory(prefix=".prune-report-", dir=run_dir) as work:
+            result.rows = compare_models(source, checkpoint, valset=valset, backends=backends, iters=bench_iters,
+                                         threads=threads, work=Path(work))
+        print_prune_report(result.rows, f"pruning {meta.model}: {pruned.mac_reduction:.1%} of MACs removed")
+        result.report_path = write_report(run_dir / "prune_report.json", result.rows, pruning=info)
+    return result
+
+
+def print_prune_report(rows: list[dict[str, Any]], title: str) -> None:
+    from edgevid.compress.report import print_report
+
+    print_report(rows, title, ["model", "backend", "params_m", "gmacs", "top1", "p50_ms", "p95_ms", "speedup",
+                               "status"])

@@ -1,0 +1,182 @@
+"""Static QDQ INT8 quantization of an FP32 ONNX model with ``onnxruntime.quantization``.
+
+One :class:`OnnxQuantizer` serves two targets that differ only in their quantization scheme:
+
+- ``onnx`` (ONNX Runtime on CPU): uint8 activations (asymmetric unless asked for symmetric), int8 symmetric
+  per-channel weights, 7-bit weights (``reduce_range``) on x86 CPUs without VNNI as ONNX Runtime advises.
+- ``trt`` (TensorRT explicit quantization): int8 symmetric activations and weights, zero point 0 everywhere,
+  per-channel weights on axis 0, per-tensor activations, biases left in float (TensorRT has no INT32
+  DequantizeLinear).
+
+Calibration runs once per quantizer and is cached (ORT's calibration cache), so re-quantizing with some layers
+kept in float (the accuracy guard) costs no further calibration passes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import platform
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgevid.compress.calibration import check_method
+from edgevid.errors import EdgevidError
+
+QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def cpu_has_vnni() -> bool:
+    """Whether this x86 CPU has the VNNI int8 dot-product instructions (AVX-512 VNNI or AVX-VNNI)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return False
+    text = cpuinfo.read_text(errors="replace")
+    return "avx512_vnni" in text or "avx_vnni" in text
+
+
+def _is_x86() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+
+@dataclass(frozen=True)
+class OnnxQuantScheme:
+    """How tensors are quantized; see the module docstring for the two targets."""
+
+    target: str
+    method: str
+    symmetric_activations: bool
+    signed_activations: bool
+    reduce_range: bool
+    quantize_bias: bool
+
+    @classmethod
+    def for_target(cls, target: str, method: str = "minmax", symmetric_activations: bool = False) -> OnnxQuantScheme:
+        check_method(method)
+        if target == "trt":
+            return cls(target, method, True, True, False, False)
+        if target == "onnx":
+            return cls(target, method, symmetric_activations, symmetric_activations,
+                       _is_x86() and not cpu_has_vnni(), True)
+        raise EdgevidError(f"ONNX quantization scheme for target {target!r} is not defined (onnx or trt)")
+
+    def to_dict(self) -> dict:
+        return {"format": "QDQ", "method": self.method, "activations": "int8" if self.signed_activations else "uint8",
+                "symmetric_activations": self.symmetric_activations, "weights": "int8 symmetric per-channel",
+                "reduce_range": self.reduce_range, "quantized_bias": self.quantize_bias}
+
+
+def _feed_reader(feeds: Callable[[], Iterator[dict[str, np.ndarray]]]):
+    """An ORT ``CalibrationDataReader`` over a factory of input feeds."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class FeedReader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._feeds = feeds()
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._feeds, None)
+
+    return FeedReader()
+
+
+@contextlib.contextmanager
+def _quiet_ort_logging() -> Iterator[None]:
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+class OnnxQuantizer:
+    """Quantize one FP32 ONNX model (possibly several times, keeping different layers in float)."""
+
+    def __init__(self, fp32_onnx: Path, feeds: Callable[[], Iterator[dict[str, np.ndarray]]],
+                 scheme: OnnxQuantScheme, workdir: Path) -> None:
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        self.scheme = scheme
+        self.feeds = feeds
+        self.prepared = workdir / "prepared.onnx"
+        self.cache = workdir / "calibration-ranges.json"
+        with _quiet_ort_logging():
+            quant_pre_process(str(fp32_onnx), str(self.prepared))
+
+    def quantizable_nodes(self) -> list[str]:
+        """Names of the weighted nodes (Conv, Gemm, MatMul ...) in graph order: candidates to keep in float."""
+        import onnx
+
+        graph = onnx.load(str(self.prepared), load_external_data=False).graph
+        return [node.name for node in graph.node if node.op_type in QUANTIZABLE_OPS]
+
+    def quantize(self, out: Path, exclude: Sequence[str] = ()) -> Path:
+        """Write the QDQ model to ``out`` with the nodes in ``exclude`` kept in float."""
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+        scheme = self.scheme
+        methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                   "percentile": CalibrationMethod.Percentile}
+        extra = {
+            "ActivationSymmetric": scheme.symmetric_activations,
+            "WeightSymmetric": True,
+            "QuantizeBias": scheme.quantize_bias,
+            "CalibMaxIntermediateOutputs": 16,
+        }
+        reader = None if self.cache.exists() else _feed_reader(self.feeds)
+        try:
+            with _quiet_ort_logging():
+                quantize_static(
+                    str(self.prepared), str(out), reader,
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=True,
+                    reduce_range=scheme.reduce_range,
+                    activation_type=QuantType.QInt8 if scheme.signed_activations else QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    nodes_to_exclude=list(exclude),
+                    calibrate_method=methods[scheme.method],
+                    extra_options=extra,
+                    calibration_cache_path=str(self.cache),
+                )
+        except (ValueError, RuntimeError) as exc:
+            raise EdgevidError(f"ONNX Runtime quantization failed: {str(exc).splitlines()[0][:200]}") from None
+        return out
+
+
+def qdq_summary(path: Path) -> dict:
+    """Count Q/DQ nodes and check zero points: what TensorRT's explicit quantization needs to see.
+
+    Returns ``{"quantize": n, "dequantize": n, "nonzero_zero_points": [...], "per_channel_axes": {...},
+    "weighted_float": [...], "weighted_int8": [...]}``.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    producers = {out: node for node in graph.node for out in node.output}
+    summary: dict = {"quantize": 0, "dequantize": 0, "nonzero_zero_points": [], "per_channel_axes": {},
+                     "weighted_float": [], "weighted_int8": []}
+    for node in graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            summary["quantize" if node.op_type == "QuantizeLinear" else "dequantize"] += 1
+            zero_point = constants.get(node.input[2]) if len(node.input) > 2 else None
+            if zero_point is not None and np.any(zero_point != 0):
+                summary["nonzero_zero_points"].append(node.name)
+            scale = constants.get(node.input[1])
+            if scale is not None and scale.size > 1:
+                axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+                summary["per_channel_axes"][node.input[0]] = axis
+        elif node.op_type in QUANTIZABLE_OPS:
+            weight = producers.get(node.input[1])
+            quantized = weight is not None and weight.op_type == "DequantizeLinear"
+            summary["weighted_int8" if quantized else "weighted_float"].append(node.name)
+    return summary

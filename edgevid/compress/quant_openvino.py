@@ -1,0 +1,139 @@
+"""OpenVINO INT8: NNCF post-training quantization of an OpenVINO model, with or without accuracy control."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgevid.compress.calibration import check_method
+from edgevid.errors import EdgevidError
+
+WEIGHTED_OPS = ("Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData")
+LAYOUT_OPS = ("Reshape", "Transpose", "Concat", "StridedSlice", "Slice", "Squeeze", "Unsqueeze", "Split",
+              "VariadicSplit", "Gather", "Broadcast")
+INT8_TYPES = ("i8", "u8", "i4", "u4")
+RANKING_CLIPS = 48
+
+
+def _advanced_parameters(method: str | None) -> Any:
+    """NNCF's activation range estimator for ``method``: global min/max, a histogram fit, or mean quantiles.
+
+    ``None`` keeps NNCF's own defaults.
+    """
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    if method is None:
+        return None
+    check_method(method)
+    estimator = {"minmax": RangeEstimatorParametersSet.MINMAX, "entropy": RangeEstimatorParametersSet.HISTOGRAM,
+                 "percentile": RangeEstimatorParametersSet.MEAN_QUANTILE}[method]
+    return AdvancedQuantizationParameters(activations_range_estimator_params=estimator)
+
+
+def openvino_model(source: Path) -> Any:
+    """An ``openvino.Model`` from an FP32 OpenVINO IR (.xml) or an ONNX file (converted as the exporter does)."""
+    import openvino as ov
+
+    from edgevid.meta import read_openvino_model
+
+    if source.suffix.lower() == ".xml":
+        return read_openvino_model(source)
+    try:
+        return ov.convert_model(str(source))
+    except Exception as exc:  # OpConversionFailure and friends share no public base class
+        raise EdgevidError(f"{source}: OpenVINO cannot convert it ({str(exc).splitlines()[0][:160]})") from None
+
+
+def quantize_openvino(model: Any, calibration: Sequence[np.ndarray], *, method: str | None = None,
+                      ignored_layers: Sequence[str] = ()) -> Any:
+    """NNCF post-training quantization (per-channel symmetric int8 weights, int8 activations)."""
+    import nncf
+
+    return nncf.quantize(
+        model, nncf.Dataset(list(calibration)), subset_size=len(calibration),
+        ignored_scope=nncf.IgnoredScope(names=list(ignored_layers)) if ignored_layers else None,
+        advanced_parameters=_advanced_parameters(method),
+    )
+
+
+def quantize_openvino_with_accuracy_control(
+    model: Any, calibration: Sequence[np.ndarray], validation: Sequence[tuple[np.ndarray, int]],
+    *, max_drop: float, method: str | None = None,
+) -> Any:
+    """``nncf.quantize_with_accuracy_control``: keeps the layers whose quantization costs most top-1 in float
+    until the top-1 drop on ``validation`` (clip, label) pairs is at most ``max_drop`` points. Layers are ranked
+    on :data:`RANKING_CLIPS` of the validation clips (each ranking step re-compiles and re-runs the model)."""
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    def validate(compiled_model: Any, items: Iterable[tuple[np.ndarray, int]]) -> tuple[float, list[float]]:
+        output = compiled_model.output(0)
+        correct = [float(int(np.argmax(compiled_model(clip)[output])) == label) for clip, label in items]
+        return float(np.mean(correct)) if correct else 0.0, correct
+
+    restorer = AdvancedAccuracyRestorerParameters(ranking_subset_size=min(RANKING_CLIPS, len(validation)))
+    return nncf.quantize_with_accuracy_control(
+        model,
+        calibration_dataset=nncf.Dataset(list(calibration)),
+        validation_dataset=nncf.Dataset(list(validation), lambda item: item[0]),
+        validation_fn=validate,
+        max_drop=max_drop / 100.0,
+        subset_size=len(calibration),
+        advanced_quantization_parameters=_advanced_parameters(method),
+        advanced_accuracy_restorer_parameters=restorer,
+    )
+
+
+def _layer_name(op: Any) -> str:
+    return op.get_friendly_name().removesuffix("/WithoutBiases")
+
+
+def _reaches_fake_quantize(node: Any, through: tuple[str, ...], depth: int = 8) -> bool:
+    """Whether following first inputs from ``node`` through ``through`` op types reaches a FakeQuantize."""
+    for _ in range(depth):
+        kind = node.get_type_name()
+        if kind == "FakeQuantize":
+            return True
+        if kind not in through or node.get_input_size() == 0:
+            return False
+        node = node.input_value(0).get_node()
+    return False
+
+
+def _int8_weights(op: Any) -> bool:
+    """Whether a weighted op's weights are int8: an int8 constant dequantized on the fly (NNCF's compressed
+    weights) or a FakeQuantize on them."""
+    node = op.input_value(1).get_node()
+    while node.get_type_name() in ("Convert", "Subtract", "Multiply", "Reshape", "Transpose"):
+        node = node.input_value(0).get_node()
+    if node.get_type_name() == "FakeQuantize":
+        return True
+    return node.get_type_name() == "Constant" and node.get_element_type().get_type_name() in INT8_TYPES
+
+
+def weighted_layers(model: Any) -> dict[str, bool]:
+    """Every weighted layer (conv, matmul) of ``model`` -> whether it runs in INT8: int8 weights and an input
+    quantized by a FakeQuantize (possibly before layout-only ops such as TSM's shift: slices, concat, reshape)."""
+    return {_layer_name(op): _int8_weights(op) and _reaches_fake_quantize(op.input_value(0).get_node(), LAYOUT_OPS)
+            for op in model.get_ordered_ops() if op.get_type_name() in WEIGHTED_OPS}
+
+
+def float_layers(model: Any) -> list[str]:
+    """The weighted layers that were left in floating point."""
+    return [name for name, quantized in weighted_layers(model).items() if not quantized]
+
+
+def compile_predict(model: Any, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """A function running ``model`` (in memory) on a float32 batch with OpenVINO's CPU plugin."""
+    import openvino as ov
+
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = ov.Core().compile_model(model, "CPU", config)
+    output = compiled.output(0)
+    return lambda clips: np.asarray(compiled(clips)[output])

@@ -1,0 +1,327 @@
+"""Frame sources for the live loop, and the capture thread that keeps only the newest frame.
+
+A source yields BGR uint8 frames (as OpenCV decodes them). :class:`LatestFrameGrabber` reads it in its own
+thread, timestamps every frame at capture (``time.perf_counter``) and hands frames to the consumer through ONE
+slot: in ``drop`` mode a frame the consumer has not taken yet is overwritten (counted as dropped), so a slow model
+never makes frames queue up; in lossless mode the thread waits for the slot to be taken (every frame processed).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edgevid.errors import EdgevidError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+DEFAULT_FPS = 30.0
+
+
+@dataclass
+class Frame:
+    """One captured frame: ``bgr`` uint8 [H, W, 3], its index in the source, and its capture time."""
+
+    bgr: np.ndarray
+    index: int
+    timestamp: float
+
+
+class SourceLost(Exception):
+    """A network stream failed mid-run; the grabber reconnects with backoff."""
+
+
+class Source:
+    """A sequence of BGR frames. ``read`` returns ``None`` at the end; ``live`` sources run at their own pace."""
+
+    name: str = ""
+    fps: float = DEFAULT_FPS
+    live: bool = False
+
+    def read(self) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def reconnect(self) -> None:
+        """Reopen after :class:`SourceLost` (only network streams lose their connection)."""
+        raise SourceLost(f"{self.name}: cannot reconnect")
+
+    def close(self) -> None:
+        """Release the device, file or connection."""
+
+
+def _fps_of(capture, fallback: float) -> float:
+    fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+    return fps if 1.0 <= fps <= 1000.0 else fallback
+
+
+class CameraSource(Source):
+    """A local camera by index, with the requested resolution and fps and a one-frame driver buffer."""
+
+    live = True
+
+    def __init__(self, index: int, width: int | None = None, height: int | None = None,
+                 fps: float | None = None) -> None:
+        self.name = f"camera:{index}"
+        self.capture = cv2.VideoCapture(index)
+        if not self.capture.isOpened():
+            self.capture.release()
+            raise EdgevidError(f"camera {index}: cannot be opened (is it connected and not used by another program? "
+                               "try another --camera index, or --source for a file or URL)")
+        for prop, value in ((cv2.CAP_PROP_FRAME_WIDTH, width), (cv2.CAP_PROP_FRAME_HEIGHT, height),
+                            (cv2.CAP_PROP_FPS, fps)):
+            if value:
+                self.capture.set(prop, value)
+        self.capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        self.fps = _fps_of(self.capture, fps or DEFAULT_FPS)
+
+    def read(self) -> np.ndarray | None:
+        ok, frame = self.capture.read()
+        return frame if ok else None
+
+    def close(self) -> None:
+        self.capture.release()
+
+
+class VideoFileSource(Source):
+    """A video file decoded by OpenCV's FFmpeg backend."""
+
+    def __init__(self, path: Path) -> None:
+        self.name = str(path)
+        self.capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+        ok, first = self.capture.read() if self.capture.isOpened() else (False, None)
+        if not ok:
+            self.capture.release()
+            raise EdgevidError(f"{path}: cannot be opened as a video (unsupported or corrupt file)")
+        self._first: np.ndarray | None = first
+        self.fps = _fps_of(self.capture, DEFAULT_FPS)
+
+    def read(self) -> np.ndarray | None:
+        if self._first is not None:
+            frame, self._first = self._first, None
+            return frame
+        ok, frame = self.capture.read()
+        return frame if ok else None
+
+    def close(self) -> None:
+        self.capture.release()
+
+
+class StreamSource(Source):
+    """A network stream (RTSP, HTTP, ...) with open/read timeouts, so a dead server never blocks for long."""
+
+    live = True
+
+    def __init__(self, url: str, timeout_s: float = 5.0) -> None:
+        self.name = url
+        self.timeout_ms = int(timeout_s * 1000)
+        self.capture = self._open()
+        if self.capture is None:
+            raise EdgevidError(f"{url}: cannot open the stream (check the URL, the network and that the server "
+                               f"is up; open timeout {timeout_s:g} s)")
+        self.fps = _fps_of(self.capture, DEFAULT_FPS)
+
+    def _open(self):
+        capture = cv2.VideoCapture(self.name, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self.timeout_ms,
+                                                               cv2.CAP_PROP_READ_TIMEOUT_MSEC, self.timeout_ms])
+        if capture.isOpened():
+            return capture
+        capture.release()
+        return None
+
+    def read(self) -> np.ndarray | None:
+        ok, frame = self.capture.read()
+        if not ok:
+            raise SourceLost(f"{self.name}: stream stopped delivering frames")
+        return frame
+
+    def reconnect(self) -> None:
+        self.capture.release()
+        capture = self._open()
+        if capture is None:
+            raise SourceLost(f"{self.name}: reconnect failed")
+        self.capture = capture
+
+    def close(self) -> None:
+        self.capture.release()
+
+
+def _natural_key(path: Path) -> list:
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+class ImageFolderSource(Source):
+    """The images of a folder in natural order (frame2 before frame10), at an assumed frame rate."""
+
+    def __init__(self, folder: Path, fps: float = DEFAULT_FPS) -> None:
+        self.name = str(folder)
+        self.paths = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
+        if not self.paths:
+            raise EdgevidError(f"{folder}: folder has no images ({', '.join(IMAGE_SUFFIXES)})")
+        self.fps = fps
+        self._next = 0
+
+    def read(self) -> np.ndarray | None:
+        while self._next < len(self.paths):
+            path = self.paths[self._next]
+            self._next += 1
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is not None:
+                return image
+        return None
+
+
+def is_url(spec: str) -> bool:
+    return re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", spec) is not None
+
+
+def open_source(spec: str | int | Path, *, width: int | None = None, height: int | None = None,
+                fps: float | None = None, timeout_s: float = 5.0) -> Source:
+    """Open a camera index, a URL, an image folder or a video file. ``fps`` is requested from a camera and
+    assumed for an image folder."""
+    if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()):
+        return CameraSource(int(spec), width, height, fps)
+    if isinstance(spec, str) and is_url(spec):
+        return StreamSource(spec, timeout_s)
+    path = Path(spec)
+    if path.is_dir():
+        return ImageFolderSource(path, fps or DEFAULT_FPS)
+    if not path.exists():
+        raise EdgevidError(f"{path}: no such video file, image folder or URL")
+    return VideoFileSource(path)
+
+
+def backoff_delays(attempts: int, first_s: float = 0.5, cap_s: float = 8.0) -> list[float]:
+    """Exponential reconnect delays: first, 2x first, 4x first ... capped at ``cap_s``."""
+    return [min(first_s * 2**i, cap_s) for i in range(attempts)]
+
+
+class LatestFrameGrabber:
+    """Reads a source in a daemon thread and offers the newest frame in one slot.
+
+    ``drop=True``: a frame not taken before the next one arrives is overwritten and counted in ``dropped``.
+    ``drop=False``: the thread waits until the consumer took the slot, so every frame is processed.
+    ``pace_fps`` releases frames no faster than that rate (a file played as if it were a camera).
+    ``max_frames`` ends the capture after that many frames. ``captured == taken + dropped`` once stopped.
+    """
+
+    def __init__(self, source: Source, drop: bool, pace_fps: float | None = None, max_frames: int | None = None,
+                 reconnect_attempts: int = 5, first_backoff_s: float = 0.5) -> None:
+        self.source = source
+        self.drop = drop
+        self.pace_fps = pace_fps
+        self.max_frames = max_frames
+        self.reconnect_delays = backoff_delays(reconnect_attempts, first_backoff_s)
+        self.captured = 0
+        self.dropped = 0
+        self.taken = 0
+        self.reconnects = 0
+        self.first_capture: float | None = None
+        self.last_capture: float | None = None
+        self.end_reason: str | None = None
+        self._slot: Frame | None = None
+        self._stopping = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._capture_loop, name="edgevid-capture", daemon=True)
+
+    def start(self) -> LatestFrameGrabber:
+        self._thread.start()
+        return self
+
+    def __enter__(self) -> LatestFrameGrabber:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def finished(self) -> bool:
+        return self.end_reason is not None
+
+    def _read(self) -> np.ndarray | None:
+        try:
+            return self.source.read()
+        except SourceLost:
+            pass
+        for delay in self.reconnect_delays:
+            with self._cond:
+                if self._cond.wait_for(lambda: self._stopping, timeout=delay):
+                    return None
+            try:
+                self.source.reconnect()
+                self.reconnects += 1
+                return self.source.read()
+            except SourceLost:
+                continue
+        raise SourceLost(f"{self.source.name}: stream lost, {len(self.reconnect_delays)} reconnect attempts failed")
+
+    def _capture_loop(self) -> None:
+        reason = "end of source"
+        start = time.perf_counter()
+        try:
+            while not self._stopping:
+                if self.max_frames is not None and self.captured >= self.max_frames:
+                    reason = "max frames"
+                    break
+                if self.pace_fps:
+                    delay = start + self.captured / self.pace_fps - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
+                image = self._read()
+                timestamp = time.perf_counter()
+                if image is None:
+                    break
+                if not self._put(Frame(image, self.captured, timestamp)):
+                    break
+        except SourceLost as exc:
+            reason = str(exc)
+        except Exception as exc:  # a decoder or driver failure ends the run with its reason in the report
+            reason = f"capture failed: {type(exc).__name__}: {exc}"
+        with self._cond:
+            if self.end_reason is None:
+                self.end_reason = "stopped" if self._stopping else reason
+            self._cond.notify_all()
+
+    def _put(self, frame: Frame) -> bool:
+        with self._cond:
+            if not self.drop:
+                self._cond.wait_for(lambda: self._slot is None or self._stopping)
+            if self._stopping:
+                return False
+            if self._slot is not None:
+                self.dropped += 1
+            self._slot = frame
+            self.captured += 1
+            self.first_capture = self.first_capture or frame.timestamp
+            self.last_capture = frame.timestamp
+            self._cond.notify_all()
+        return True
+
+    def get(self, timeout: float) -> Frame | None:
+        """The newest frame (waiting up to ``timeout`` s), or ``None`` when the source ended or stalled."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._slot is not None or self.end_reason is not None, timeout=timeout)
+            frame, self._slot = self._slot, None
+            if frame is None:
+                return None
+            self.taken += 1
+            self._cond.notify_all()
+            return frame
+
+    def stop(self, join_timeout: float = 2.0) -> None:
+        """Stop capturing; a frame left in the slot counts as dropped. A read blocked in a driver is abandoned
+        (the thread is a daemon) after ``join_timeout``."""
+        with self._cond:
+            self._stopping = True
+            if self._slot is not None:
+                self._slot = None
+                self.dropped += 1
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(join_timeout)
+        if not self._thread.is_alive():
+            self.source.close()

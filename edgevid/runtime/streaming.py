@@ -1,0 +1,376 @@
+"""Streaming inference per backend: ``step(frame) -> logits`` with the states kept between calls, ``reset()``.
+
+- :class:`TorchStreamingPredictor`: a causal checkpoint turned into its streaming form
+  (:func:`edgevid.models.streaming.to_streaming`);
+- :class:`GraphStreamingPredictor`: a streaming export (``edgevid export ... --streaming``) run through the
+  ONNX Runtime or TensorRT backend, states fed as named inputs and read back from named outputs;
+- :class:`OpenVINOStreamingPredictor`: a streaming OpenVINO IR whose states go from one infer request's outputs
+  to the other's inputs without copies.
+
+``horizon`` (in model steps) turns the cumulative means into exponential moving averages by scaling every
+``sum``/``count`` state by ``1 - 1/horizon`` before each step, so a never-ending camera stream keeps following
+what happens now; ``None`` keeps the exact cumulative average (the clip logits of all frames so far).
+
+:func:`export_streaming` writes the streaming ONNX / OpenVINO artifacts (states as explicit inputs/outputs) and
+checks them frame by frame against the causal model run on the whole clip.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgevid.errors import EdgevidError
+from edgevid.meta import ArtifactMeta
+from edgevid.runtime.base import Predictor
+
+FRAME_INPUT = "frame"
+LOGITS_OUTPUT = "logits"
+DECAYED_KINDS = ("sum", "count")
+STREAMING_TARGETS = ("onnx", "openvino")
+
+
+def next_name(state: str) -> str:
+    """Output name of the new value of a state input."""
+    return f"next.{state}"
+
+
+class StreamingPredictor(ABC):
+    """One stream of frames through a streaming model. Input: normalised frames [B, 3, 1, S, S] (or [3, 1, S, S]);
+    :meth:`preprocess` makes them from raw uint8 RGB frames like :meth:`Predictor.preprocess`."""
+
+    backend: str = ""
+
+    def __init__(self, meta: ArtifactMeta, path: Path, device: str, kinds: list[str],
+                 horizon: int | None = None) -> None:
+        self.meta = meta
+        self.path = path
+        self.device = device
+        self.kinds = kinds
+        self.horizon = horizon
+        self._states: list | None = None
+        self._batch = 0
+        self._transform = None
+
+    @property
+    def horizon(self) -> int | None:
+        return self._horizon
+
+    @horizon.setter
+    def horizon(self, value: int | None) -> None:
+        if value is not None and value < 1:
+            raise EdgevidError(f"streaming horizon must be >= 1 step (or None for the cumulative mean), got {value}")
+        self._horizon = value
+
+    def preprocess(self, frames) -> np.ndarray:
+        """uint8 RGB frames [T, H, W, 3] -> normalised float32 [3, T, S, S]."""
+        if self._transform is None:
+            from edgevid.data.transforms import eval_transform
+
+            self._transform = eval_transform(self.meta.size, self.meta.mean, self.meta.std)
+        clip = self._transform(frames)
+        return np.ascontiguousarray(clip.numpy() if hasattr(clip, "numpy") else clip, dtype=np.float32)
+
+    def check_frame(self, frame) -> np.ndarray:
+        frame = np.asarray(frame.numpy() if hasattr(frame, "numpy") else frame, dtype=np.float32)
+        if frame.ndim == 4:
+            frame = frame[None]
+        size = self.meta.size
+        if frame.ndim != 5 or frame.shape[1:] != (3, 1, size, size):
+            raise EdgevidError(f"{self.path}: a streaming step takes one frame [B, 3, 1, {size}, {size}], got "
+                               f"{list(frame.shape)}")
+        return np.ascontiguousarray(frame)
+
+    def reset(self) -> None:
+        """Start a new stream: zero states at the next step."""
+        self._states = None
+
+    def step(self, frame) -> np.ndarray:
+        """Feed one normalised frame; returns the logits [B, classes] of the stream so far."""
+        frame = self.check_frame(frame)
+        if self._states is None or self._batch != frame.shape[0]:
+            self._states = self._zero_states(frame.shape[0])
+            self._batch = frame.shape[0]
+        elif self.horizon is not None:
+            self._decay(1.0 - 1.0 / self.horizon)
+        logits, self._states = self._step(frame, self._states)
+        return np.asarray(logits, dtype=np.float32)
+
+    def warmup(self, iterations: int = 3) -> float:
+        """Run a few zero frames, then reset; returns the mean seconds per step."""
+        zeros = np.zeros((1, 3, 1, self.meta.size, self.meta.size), dtype=np.float32)
+        start = time.perf_counter()
+        for _ in range(iterations):
+            self.step(zeros)
+        self.reset()
+        return (time.perf_counter() - start) / max(iterations, 1)
+
+    def _decay(self, factor: float) -> None:
+        """Scale the running sums and counts (the cumulative means become exponential moving averages)."""
+        self._states = [state * factor if kind in DECAYED_KINDS else state
+                        for state, kind in zip(self._states, self.kinds, strict=True)]
+
+    @abstractmethod
+    def _zero_states(self, batch: int) -> list:
+        """Initial (zero) states for ``batch`` streams."""
+
+    @abstractmethod
+    def _step(self, frame: np.ndarray, states: list) -> tuple[np.ndarray, list]:
+        """One step of the backend: logits and new states."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path}, model={self.meta.model}, device={self.device})"
+
+
+class TorchStreamingPredictor(StreamingPredictor):
+    """The streaming form of a causal PyTorch model; states stay torch tensors on the model's device."""
+
+    backend = "torch"
+
+    def __init__(self, streaming_model, meta: ArtifactMeta, path: Path, device: str,
+                 horizon: int | None = None) -> None:
+        super().__init__(meta, path, device, [spec.kind for spec in streaming_model.specs], horizon)
+        self.model = streaming_model
+
+    @classmethod
+    def from_model(cls, model, meta: ArtifactMeta, path: Path, device: str = "cpu",
+                   horizon: int | None = None) -> TorchStreamingPredictor:
+        from edgevid.models.streaming import to_streaming
+
+        try:
+            streaming = to_streaming(model)
+        except ValueError as exc:
+            raise EdgevidError(f"{path}: {exc}") from None
+        return cls(streaming.to(device), meta.replace(streaming=True, head="clip"), path, device, horizon)
+
+    @classmethod
+    def open(cls, path: Path, device: str = "cpu", threads: int | None = None,
+             horizon: int | None = None) -> TorchStreamingPredictor:
+        from edgevid.runtime.torch_backend import TorchPredictor
+
+        clip_predictor = TorchPredictor.open(path, device=device, threads=threads)
+        return cls.from_model(clip_predictor.model, clip_predictor.meta, clip_predictor.path, device, horizon)
+
+    def _zero_states(self, batch: int) -> list:
+        return self.model.initial_states(batch, self.meta.size)
+
+    def _step(self, frame: np.ndarray, states: list) -> tuple[np.ndarray, list]:
+        import torch
+
+        with torch.inference_mode():
+            logits, *new_states = self.model(torch.from_numpy(frame).to(self.device), *states)
+        return logits.float().cpu().numpy(), new_states
+
+
+class GraphStreamingPredictor(StreamingPredictor):
+    """A streaming export run by a graph backend through its ``run_named`` (ONNX Runtime, TensorRT); the states
+    are numpy arrays fed as named inputs and read back from the named outputs."""
+
+    def __init__(self, predictor: Predictor, horizon: int | None = None) -> None:
+        layout = predictor.meta.extra.get("streaming")
+        if not predictor.meta.streaming or not layout:
+            raise EdgevidError(f"{predictor.path}: not a streaming export (export it with "
+                               "`edgevid export CHECKPOINT --streaming`)")
+        self.states = layout["states"]
+        super().__init__(predictor.meta, predictor.path, predictor.device, [s["kind"] for s in self.states], horizon)
+        self.predictor = predictor
+        self.backend = predictor.backend
+
+    def _zero_states(self, batch: int) -> list:
+        return [np.zeros([batch, *s["shape"][1:]] if s["kind"] != "step" else s["shape"], dtype=np.float32)
+                for s in self.states]
+
+    def _step(self, frame: np.ndarray, states: list) -> tuple[np.ndarray, list]:
+        feeds = {FRAME_INPUT: frame, **{s["name"]: value for s, value in zip(self.states, states, strict=True)}}
+        outputs = self.predictor.run_named(feeds)
+        return outputs[LOGITS_OUTPUT], [outputs[next_name(s["name"])] for s in self.states]
+
+
+class OpenVINOStreamingPredictor(GraphStreamingPredictor):
+    """A streaming OpenVINO IR compiled for static shapes with two infer requests taking turns: the state outputs
+    of one request are set as the state inputs of the other, so states never pass through numpy between steps
+    (no copies; OpenVINO fuses the channels-last state layout into its own)."""
+
+    def __init__(self, predictor: Predictor, horizon: int | None = None) -> None:
+        super().__init__(predictor, horizon)
+        self._requests: list = []
+        self._turn = 0
+
+    def _compile(self, batch: int) -> None:
+        model = self.predictor.model.clone()
+        shapes = {FRAME_INPUT: [batch, 3, 1, self.meta.size, self.meta.size]}
+        shapes.update({s["name"]: s["shape"] if s["kind"] == "step" else [batch, *s["shape"][1:]]
+                       for s in self.states})
+        try:
+            model.reshape(shapes)
+            compiled = self.predictor.core.compile_model(model, self.predictor.device, self.predictor.config)
+        except RuntimeError as exc:
+            raise EdgevidError(f"{self.path}: OpenVINO cannot compile the streaming model for batch {batch}: "
+                               f"{str(exc).strip().splitlines()[0][:160]}") from None
+        self._requests = [compiled.create_infer_request() for _ in range(2)]
+
+    def _zero_states(self, batch: int) -> list:
+        import openvino as ov
+
+        if not self._requests or batch != self._batch:
+            self._compile(batch)
+        return [ov.Tensor(state) for state in super()._zero_states(batch)]
+
+    def _decay(self, factor: float) -> None:
+        import openvino as ov
+
+        self._states = [ov.Tensor(np.ascontiguousarray(state.data * factor)) if kind in DECAYED_KINDS else state
+                        for state, kind in zip(self._states, self.kinds, strict=True)]
+
+    def _step(self, frame: np.ndarray, states: list) -> tuple[np.ndarray, list]:
+        import openvino as ov
+
+        request = self._requests[self._turn]
+        self._turn ^= 1
+        request.set_tensor(FRAME_INPUT, ov.Tensor(frame, shared_memory=True))
+        for spec, value in zip(self.states, states, strict=True):
+            request.set_tensor(spec["name"], value)
+        request.infer()
+        new_states = [request.get_tensor(next_name(spec["name"])) for spec in self.states]
+        return request.get_tensor(LOGITS_OUTPUT).data.copy(), new_states
+
+
+def load_streaming(artifact: str | Path, device: str = "cpu", threads: int | None = None,
+                   horizon: int | None = None) -> StreamingPredictor:
+    """A streaming predictor for a causal checkpoint (converted on load) or a streaming export."""
+    from edgevid.runtime.base import load
+
+    path = Path(artifact)
+    if not path.exists():
+        raise EdgevidError(f"{path}: no such artifact")
+    if path.is_dir() or path.suffix.lower() in (".pt", ".pth", ".ckpt"):
+        return TorchStreamingPredictor.open(path, device=device, threads=threads, horizon=horizon)
+    predictor = load(path, device=device, threads=threads)
+    if predictor.backend == "openvino":
+        return OpenVINOStreamingPredictor(predictor, horizon)
+    return GraphStreamingPredictor(predictor, horizon)
+
+
+# ------------------------------------------------------------------------------------------------------ export
+def streaming_layout(streaming_model, meta: ArtifactMeta) -> list[dict[str, Any]]:
+    """The state table stored in an exported artifact's metadata (shapes for batch 1 at the artifact's size)."""
+    shapes = streaming_model.state_shapes(1, meta.size)
+    return [{"name": spec.name, "kind": spec.kind, "module": spec.module, "rate": spec.rate, "shape": shape}
+            for spec, shape in zip(streaming_model.specs, shapes, strict=True)]
+
+
+def streaming_onnx(streaming_model, meta: ArtifactMeta, path: Path, opset: int = 17) -> ArtifactMeta:
+    """Export ``(frame, *states) -> (logits, *new_states)`` to ONNX with a dynamic batch; returns its metadata."""
+    import torch
+
+    from edgevid.export.onnx import export_onnx_module
+
+    layout = streaming_layout(streaming_model, meta)
+    names = [s["name"] for s in layout]
+    out_meta = meta.replace(streaming=True, head="clip", precision="fp32", extra={
+        **meta.extra, "opset": opset, "exporter": "torch.onnx/torchscript", "dynamic_batch": True,
+        "dynamic_time": False, "streaming": {"input": FRAME_INPUT, "output": LOGITS_OUTPUT, "states": layout}})
+    dynamic_axes = {FRAME_INPUT: {0: "batch"}, LOGITS_OUTPUT: {0: "batch"}}
+    for state in layout:
+        if state["kind"] != "step":
+            dynamic_axes[state["name"]] = {0: "batch"}
+            dynamic_axes[next_name(state["name"])] = {0: "batch"}
+    frame = torch.randn(1, 3, 1, meta.size, meta.size)
+    example = (frame, *streaming_model.initial_states(1, meta.size))
+    export_onnx_module(streaming_model, example, path, input_names=[FRAME_INPUT, *names],
+                       output_names=[LOGITS_OUTPUT, *(next_name(n) for n in names)], dynamic_axes=dynamic_axes,
+                       meta=out_meta, opset=opset)
+    return out_meta
+
+
+def streaming_parity(reference_model, candidate: StreamingPredictor, meta: ArtifactMeta, tolerance: float,
+                     frames: int | None = None, seed: int = 0):
+    """Feed a random clip frame by frame through ``candidate`` and compare the logits after every frame with
+    the causal model's clip logits on the frames so far. Raises when the max difference exceeds ``tolerance``
+    x max(1, max |logit|)."""
+    import torch
+
+    from edgevid.export.base import Parity
+
+    frames = frames or meta.frames
+    rng = np.random.default_rng(seed)
+    clip = rng.standard_normal((1, 3, frames, meta.size, meta.size)).astype(np.float32)
+    candidate.reset()
+    diffs, agree, scale = [], [], 1.0
+    with torch.no_grad():
+        for t in range(frames):
+            got = candidate.step(clip[:, :, t:t + 1])
+            if t + 1 < reference_model.min_frames or (t + 1) % reference_model.frame_multiple:
+                continue
+            expected = reference_model(torch.from_numpy(clip[:, :, :t + 1])).float().numpy()
+            diffs.append(float(np.abs(got - expected).max()))
+            agree.append(bool(got.argmax() == expected.argmax()))
+            scale = max(scale, float(np.abs(expected).max()))
+    candidate.reset()
+    parity = Parity(max(diffs), float(np.mean(agree)), len(diffs), tolerance * scale, "torch causal clip",
+                    f"random clip, {frames} frames one by one")
+    if not parity.passed or not np.isfinite(parity.max_abs_diff):
+        raise EdgevidError(f"{candidate.path}: streaming parity failed: max |logit diff| {parity.max_abs_diff:.3g} "
+                           f"against the causal clip model exceeds {parity.limit:.3g}; nothing written")
+    return parity
+
+
+def export_streaming(artifact: str | Path, target: str = "onnx", out: str | Path | None = None,
+                     precision: str = "fp32", threads: int | None = None, opset: int = 17):
+    """Export a causal checkpoint's streaming form to ONNX or OpenVINO IR, checked frame by frame against the
+    causal model on the whole clip (through the exported file's own runtime). Returns an ``ExportResult``."""
+    from edgevid.export.base import TOLERANCES, ExportResult, atomic_files
+    from edgevid.meta import write_openvino_meta
+    from edgevid.runtime.torch_backend import TorchPredictor
+    from edgevid.utils.atomic import atomic_path
+
+    if target not in STREAMING_TARGETS:
+        raise EdgevidError(f"--streaming exports to {' or '.join(STREAMING_TARGETS)}, not {target!r} (build a "
+                           "TensorRT engine from the streaming ONNX)")
+    if precision not in ("fp32", "fp16") or (precision == "fp16" and target == "onnx"):
+        raise EdgevidError(f"--streaming --target {target} supports precision fp32"
+                           f"{' or fp16' if target == 'openvino' else ''}, not {precision}")
+    path = Path(artifact)
+    if not (path.is_dir() or path.suffix.lower() in (".pt", ".pth", ".ckpt")):
+        raise EdgevidError(f"{path}: --streaming exports from a causal checkpoint or run directory")
+    clip_predictor = TorchPredictor.open(path, threads=threads)
+    torch_stream = TorchStreamingPredictor.from_model(clip_predictor.model, clip_predictor.meta,
+                                                      clip_predictor.path)
+    meta = clip_predictor.meta
+    suffix = ".onnx" if target == "onnx" else ".xml"
+    base = clip_predictor.path.parent / meta.model if path.is_dir() else path.with_suffix("")
+    out_path = Path(out) if out is not None else base.with_name(f"{base.name}.stream{suffix}")
+    if out_path.suffix.lower() != suffix:
+        raise EdgevidError(f"--out {out_path}: a streaming {target} artifact must end in {suffix}")
+    tolerance = TOLERANCES[precision]
+    reference = clip_predictor.model
+    if target == "onnx":
+        from edgevid.runtime.onnx_backend import OnnxRuntimePredictor
+
+        with atomic_path(out_path, suffix=".onnx") as tmp:
+            out_meta = streaming_onnx(torch_stream.model, meta, tmp, opset)
+            candidate = GraphStreamingPredictor(OnnxRuntimePredictor.open(tmp, threads=threads))
+            parity = streaming_parity(reference, candidate, meta, tolerance)
+        return ExportResult("onnx", precision, out_path, out_meta, parity, onnx_path=out_path,
+                            notes=[f"streaming: {len(candidate.states)} state tensors"])
+    import openvino as ov
+
+    from edgevid.runtime.openvino_backend import OpenVINOPredictor
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out_path.name}.onnx-", dir=out_path.parent) as work:
+        onnx_path = Path(work) / f"{meta.model}.stream.onnx"
+        out_meta = streaming_onnx(torch_stream.model, meta, onnx_path, opset).replace(precision=precision)
+        model = ov.convert_model(str(onnx_path))
+    write_openvino_meta(model, out_meta)
+    with atomic_files(out_path, out_path.with_suffix(".bin")) as (xml, _):
+        ov.save_model(model, str(xml), compress_to_fp16=precision == "fp16")
+        candidate = OpenVINOStreamingPredictor(OpenVINOPredictor.open(xml, device="CPU", threads=threads))
+        parity = streaming_parity(reference, candidate, meta, tolerance)
+    return ExportResult("openvino", precision, out_path, out_meta, parity,
+                        notes=[f"streaming: {len(candidate.states)} state tensors"])

@@ -1,0 +1,448 @@
+"""The training engine behind ``edgevid train``: one loop for CPU, one GPU and ``torchrun`` jobs.
+
+A run directory holds ``last.pt`` and ``best.pt`` (by val top-1; both carry the artifact metadata and the full
+training state), the resolved ``recipe.yaml``, ``metrics.csv`` / ``metrics.jsonl`` (one row per epoch) and
+``curves.png``. ``resume=True`` reloads ``last.pt`` and continues with the same optimiser, schedule, EMA,
+epoch counter and RNG states, so an interrupted run ends with the weights of an uninterrupted one (exactly on
+CPU with ``train.workers=0``; loader worker processes keep their own augmentation RNG, which restarts with them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import io
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from edgevid.checkpoint import Checkpoint, build_model, load_checkpoint, save_checkpoint
+from edgevid.data import build_dataset, build_loader, mix_batch
+from edgevid.errors import EdgevidError
+from edgevid.meta import ArtifactMeta
+from edgevid.models import create_model
+from edgevid.train.distributed import DistContext, distributed_context
+from edgevid.train.optim import ModelEma, WarmupCosine, build_optimizer, scaled_lr
+from edgevid.train.plots import plot_curves
+from edgevid.train.recipe import Recipe, load_recipe, parse_recipe
+from edgevid.utils.atomic import write_text_atomic
+from edgevid.utils.console import console, progress
+
+METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_top1", "val_top5", "lr", "clips_per_s",
+                  "epoch_time_s", "eval_time_s", "skipped")
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+# ------------------------------------------------------------------------------------------------ RNG state
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's (CPU and CUDA) generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every global RNG state as tensors and plain lists (loadable with ``torch.load(weights_only=True)``)."""
+    version, mt_state, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": [version, list(mt_state), gauss],
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, mt_state, gauss = state["python"]
+    random.setstate((version, tuple(mt_state), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def clip_scores(output: torch.Tensor) -> torch.Tensor:
+    """Clip-level logits [B, C] from any classification head (frame/dense outputs averaged over positions)."""
+    return output.flatten(2).mean(dim=2) if output.dim() > 2 else output
+
+
+def soft_cross_entropy(output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against soft targets [B, C]; frame and dense outputs use the clip's target at every
+    position (classification data has one label per clip)."""
+    if output.dim() > 2:
+        targets = targets.reshape(*targets.shape, *([1] * (output.dim() - 2))).expand_as(output)
+    return F.cross_entropy(output.float(), targets.float())
+
+
+def default_run_dir(recipe_name: str, root: Path = Path("runs")) -> Path:
+    """``runs/<recipe>``, or ``runs/<recipe>2``, ``3`` ... when taken."""
+    candidate, index = root / recipe_name, 2
+    while candidate.exists():
+        candidate, index = root / f"{recipe_name}{index}", index + 1
+    return candidate
+
+
+def _format_row(row: dict[str, Any]) -> str:
+    parts = [f"epoch {row['epoch']}", f"loss {row['train_loss']:.4f}", f"acc {row['train_acc']:.1f}%"]
+    if row.get("val_top1") is not None:
+        parts += [f"val loss {row['val_loss']:.4f}", f"top-1 {row['val_top1']:.1f}%", f"top-5 {row['val_top5']:.1f}%"]
+    parts += [f"lr {row['lr']:.2e}", f"{row['clips_per_s']:.1f} clips/s", f"{row['epoch_time_s']:.1f}s"]
+    return " | ".join(parts)
+
+
+def write_metrics(run_dir: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """``metrics.jsonl`` and ``metrics.csv`` with one row per epoch."""
+    write_text_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(run_dir / "metrics.csv", buffer.getvalue())
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _set_loader_epoch(loader: torch.utils.data.DataLoader, epoch: int, seed: int) -> None:
+    """Make the epoch's shuffle order (and the seeds of workers started for it) a function of (seed, epoch)
+    only, so a resumed run draws the same order as an uninterrupted one."""
+    if hasattr(loader.sampler, "set_epoch"):
+        loader.sampler.set_epoch(epoch)
+    if loader.generator is not None:
+        loader.generator.manual_seed(seed + epoch)
+
+
+# ------------------------------------------------------------------------------------------------ trainer
+class Trainer:
+    """Builds data, model and optimiser from a resolved recipe and runs the epochs (one process of the job)."""
+
+    def __init__(self, recipe: Recipe, recipe_name: str, data: Path, run_dir: Path, ctx: DistContext,
+                 resume: bool, start_from: Checkpoint | None = None) -> None:
+        self.recipe, self.recipe_name, self.data_root, self.run_dir, self.ctx = recipe, recipe_name, data, run_dir, ctx
+        cfg = recipe.train
+        seed_everything(cfg.seed + ctx.rank)
+        checkpoint = load_checkpoint(run_dir / "last.pt") if resume else None
+        self.start_from = start_from
+        self.base_meta = checkpoint.meta if checkpoint else start_from.meta if start_from else None
+        self._build_data(self.base_meta.classes if self.base_meta else None)
+        self._build_model()
+        self.steps_per_epoch = math.ceil(len(self.train_loader) / cfg.accum_steps)
+        self.effective_batch = cfg.batch_size * cfg.accum_steps * ctx.world_size
+        peak = scaled_lr(recipe.optim.lr, self.effective_batch, recipe.optim.base_batch)
+        self.optimizer = build_optimizer(self.model, recipe.optim, peak)
+        self.scheduler = WarmupCosine(self.optimizer, peak, cfg.epochs * self.steps_per_epoch,
+                                      round(recipe.optim.warmup_epochs * self.steps_per_epoch),
+                                      recipe.optim.schedule, recipe.optim.min_lr_ratio)
+        self.amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bf16" else torch.float16
+        self.amp = cfg.amp and ctx.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
+        self.start_epoch, self.global_step, self.best_top1, self.best_epoch = 0, 0, -1.0, 0
+        self.rows: list[dict[str, Any]] = []
+        if checkpoint:
+            self._restore(checkpoint.state_dict, checkpoint.train_state)
+        self.ddp = self._wrap_ddp()
+
+    # -- construction
+    def _build_data(self, classes: list[str] | None) -> None:
+        data, cfg, ctx = self.recipe.data, self.recipe.train, self.ctx
+        common = dict(frames=data.frames, size=data.size, sampling_stride=data.sampling_stride, mean=data.mean,
+                      std=data.std, sampling=data.sampling, strict=data.strict)
+        self.train_set = build_dataset(self.data_root, data.train_split, train=True, augment=data.augment,
+                                       classes=classes, **common)
+        self.classes = list(self.train_set.classes)
+        val_set = build_dataset(self.data_root, data.val_split, train=False, classes=self.classes, **common)
+        self.val_size = len(val_set)
+        if len(self.train_set) == 0 or self.val_size == 0:
+            raise EdgevidError(f"{self.data_root}: the {data.train_split!r} and {data.val_split!r} splits need clips")
+        val_shard = copy.copy(val_set)
+        val_shard.samples = val_set.samples[ctx.rank::ctx.world_size]
+        self.train_loader = build_loader(self.train_set, cfg.batch_size, shuffle=True, workers=cfg.workers,
+                                         seed=cfg.seed, distributed=ctx.enabled)
+        self.val_loader = build_loader(val_shard, cfg.batch_size, shuffle=False, workers=cfg.workers, seed=cfg.seed)
+
+    def _build_model(self) -> None:
+        model_cfg = self.recipe.model
+        if self.base_meta is not None:  # resuming or fine-tuning: that checkpoint's architecture (e.g. pruned)
+            model = build_model(self.base_meta)
+            if self.start_from is not None:
+                model.load_state_dict(self.start_from.state_dict)
+        else:
+            try:
+                model = create_model(model_cfg.name, num_classes=len(self.classes), head=model_cfg.head,
+                                     **model_cfg.overrides)
+            except ValueError as exc:
+                raise EdgevidError(f"recipe model.overrides: {exc}") from None
+        self.model = model.to(self.ctx.device)
+        self.ema = ModelEma(self.model, self.recipe.train.ema) if self.recipe.train.ema else None
+        if self.recipe.train.sync_bn and self.ctx.enabled:
+            if self.ctx.device.type != "cuda":
+                raise EdgevidError("train.sync_bn: PyTorch's SyncBatchNorm runs on GPUs only; set train.sync_bn=false "
+                                   "for CPU (gloo) training")
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+
+    def _wrap_ddp(self) -> nn.Module:
+        if not self.ctx.enabled:
+            return self.model
+        device_ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
+        return DistributedDataParallel(self.model, device_ids=device_ids)
+
+    def meta(self, **extra: Any) -> ArtifactMeta:
+        data, base = self.recipe.data, self.base_meta
+        return ArtifactMeta(
+            model=self.recipe.model.name, classes=self.classes, frames=data.frames, size=data.size,
+            sampling_stride=data.sampling_stride, mean=data.mean, std=data.std,
+            head=base.head if base else self.recipe.model.head, fps=data.fps,
+            arch=dict(base.arch if base else self.recipe.model.overrides),
+            extra={**(base.extra if base else {}), "recipe": self.recipe_name, "sampling": data.sampling, **extra},
+        )
+
+    # -- state
+    def _train_state(self, epoch: int, rng_states: list[dict[str, Any]]) -> dict[str, Any]:
+        state = {
+            "epoch": epoch, "global_step": self.global_step, "best_top1": self.best_top1,
+            "best_epoch": self.best_epoch, "world_size": self.ctx.world_size,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "rng": rng_states, "recipe": self.recipe.to_dict(),
+        }
+        if self.ema:
+            state["ema"] = {"updates": self.ema.updates}
+            state["model"] = self.model.state_dict()
+        return state
+
+    def _restore(self, weights: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+        if "epoch" not in state:
+            raise EdgevidError(f"{self.run_dir / 'last.pt'}: checkpoint has no training state to resume from")
+        if self.ema:
+            self.ema.load_state_dict({"weights": weights, "updates": state.get("ema", {}).get("updates", 0)})
+        self.model.load_state_dict(state.get("model", weights))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
+        self.best_top1, self.best_epoch = float(state["best_top1"]), int(state["best_epoch"])
+        self.rows = [r for r in read_metrics(self.run_dir) if r["epoch"] <= self.start_epoch]
+        rng = state.get("rng") or []
+        if state.get("world_size") == self.ctx.world_size and len(rng) == self.ctx.world_size:
+            set_rng_state(rng[self.ctx.rank])
+        else:
+            seed_everything(self.recipe.train.seed + self.ctx.rank + 1000 * self.start_epoch)
+
+    def _save(self, epoch: int, val_top1: float | None) -> None:
+        rng_states = self.ctx.all_gather(rng_state())
+        if not self.ctx.is_main:
+            return
+        weights = self.ema.module.state_dict() if self.ema else self.model.state_dict()
+        improved = val_top1 is not None and val_top1 > self.best_top1
+        if improved:
+            self.best_top1, self.best_epoch = val_top1, epoch
+        meta = self.meta(epoch=epoch, val_top1=val_top1, best_val_top1=self.best_top1)
+        state = self._train_state(epoch, rng_states)
+        save_checkpoint(self.run_dir / "last.pt", weights, meta, state)
+        if improved:
+            save_checkpoint(self.run_dir / "best.pt", weights, meta, state)
+
+    # -- loop
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=self.amp_dtype)
+
+    def _train_epoch(self, epoch: int) -> tuple[dict[str, float], list[tuple[str, str]]]:
+        cfg, ctx = self.recipe.train, self.ctx
+        self.ddp.train()
+        _set_loader_epoch(self.train_loader, epoch, cfg.seed)
+        loss_sum, correct, seen = 0.0, 0, 0
+        skipped: list[tuple[str, str]] = []
+        batches = len(self.train_loader)
+        start = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        with progress(transient=True) if ctx.is_main else contextlib.nullcontext() as bar:
+            task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=batches, info="") if bar else None
+            for index, (clips, labels, bad) in enumerate(self.train_loader):
+                skipped.extend(bad)
+                if labels.numel():
+                    boundary = (index + 1) % cfg.accum_steps == 0 or index + 1 == batches
+                    loss, hits = self._train_batch(clips.to(ctx.device, non_blocking=True),
+                                                   labels.to(ctx.device, non_blocking=True), boundary)
+                    loss_sum, correct, seen = loss_sum + loss * labels.numel(), correct + hits, seen + labels.numel()
+                if bar:
+                    rate = seen * ctx.world_size / max(time.perf_counter() - start, 1e-9)
+                    bar.update(task, advance=1, info=f"loss {loss_sum / max(seen, 1):.4f} "
+                                                     f"acc {100 * correct / max(seen, 1):.1f}% {rate:.1f} clips/s "
+                                                     f"lr {self.scheduler.lr:.2e}")
+        elapsed = time.perf_counter() - start
+        loss_sum, correct, seen = ctx.all_reduce_sum([loss_sum, correct, seen])
+        stats = {"train_loss": loss_sum / max(seen, 1), "train_acc": 100.0 * correct / max(seen, 1),
+                 "clips_per_s": seen / elapsed, "epoch_time_s": elapsed, "lr": self.scheduler.lr}
+        return stats, [item for part in ctx.all_gather(skipped) for item in part]
+
+    def _train_batch(self, clips: torch.Tensor, labels: torch.Tensor, boundary: bool) -> tuple[float, int]:
+        """Forward and backward one (mixed) batch, stepping the optimiser at an accumulation boundary; returns the
+        loss and how many clips the model got right."""
+        cfg = self.recipe.train
+        mixed, targets = mix_batch(clips, labels, len(self.classes), self.recipe.data.augment,
+                                   label_smoothing=cfg.label_smoothing)
+        sync = contextlib.nullcontext() if boundary or not self.ctx.enabled else self.ddp.no_sync()
+        with sync:
+            with self._autocast():
+                output = self.ddp(mixed)
+                loss = soft_cross_entropy(output, targets)
+            self.scaler.scale(loss / cfg.accum_steps).backward()
+        if boundary:
+            self._optimizer_step()
+        return loss.item(), int((clip_scores(output.detach()).argmax(1) == labels).sum())
+
+    def _optimizer_step(self) -> None:
+        if self.recipe.train.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.train.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.global_step += 1
+        if self.ema:
+            self.ema.update(self.model)
+
+    @torch.no_grad()
+    def _validate(self) -> tuple[dict[str, float], list[tuple[str, str]]]:
+        model = self.ema.module if self.ema else self.model
+        model.eval()
+        loss_sum, top1, top5, seen = 0.0, 0, 0, 0
+        skipped: list[tuple[str, str]] = []
+        start = time.perf_counter()
+        for clips, labels, bad in self.val_loader:
+            skipped.extend(bad)
+            if labels.numel() == 0:
+                continue
+            clips, labels = clips.to(self.ctx.device), labels.to(self.ctx.device)
+            with self._autocast():
+                scores = clip_scores(model(clips)).float()
+            loss_sum += F.cross_entropy(scores, labels, reduction="sum").item()
+            ranked = scores.topk(min(5, scores.shape[1]), dim=1).indices
+            top1 += int((ranked[:, 0] == labels).sum())
+            top5 += int((ranked == labels[:, None]).any(dim=1).sum())
+            seen += labels.numel()
+        loss_sum, top1, top5, seen = self.ctx.all_reduce_sum([loss_sum, top1, top5, seen])
+        stats = {"val_loss": loss_sum / max(seen, 1), "val_top1": 100.0 * top1 / max(seen, 1),
+                 "val_top5": 100.0 * top5 / max(seen, 1), "eval_time_s": time.perf_counter() - start}
+        return stats, [item for part in self.ctx.all_gather(skipped) for item in part]
+
+    def fit(self, on_epoch_end: EpochCallback | None = None) -> Path:
+        cfg, ctx = self.recipe.train, self.ctx
+        if ctx.is_main:
+            self._announce()
+        for epoch in range(self.start_epoch, cfg.epochs):
+            stats, skipped = self._train_epoch(epoch)
+            row: dict[str, Any] = {"epoch": epoch + 1, **stats, "val_loss": None, "val_top1": None,
+                                   "val_top5": None, "eval_time_s": None}
+            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+                val_stats, val_skipped = self._validate()
+                row.update(val_stats)
+                skipped += val_skipped
+            row["skipped"] = len(skipped)
+            self._save(epoch + 1, row["val_top1"])
+            if ctx.is_main:
+                self.rows.append(row)
+                write_metrics(self.run_dir, self.rows)
+                plot_curves(self.rows, self.run_dir / "curves.png",
+                            title=f"{self.recipe_name} ({self.recipe.model.name})")
+                console.print(_format_row(row), highlight=False)
+                _report_skipped(skipped)
+                if on_epoch_end:
+                    on_epoch_end(row)
+            ctx.barrier()
+        if ctx.is_main:
+            console.print(f"done: best val top-1 {self.best_top1:.1f}% at epoch {self.best_epoch}; "
+                          f"run directory {self.run_dir}", highlight=False)
+        return self.run_dir
+
+    def _announce(self) -> None:
+        cfg = self.recipe.train
+        console.print(
+            f"training {self.recipe.model.name} ({len(self.classes)} classes, {len(self.train_set)} train / "
+            f"{self.val_size} val clips) on {self.ctx.device} x{self.ctx.world_size}: "
+            f"epochs {self.start_epoch + 1}-{cfg.epochs}, effective batch {self.effective_batch}, "
+            f"peak lr {self.scheduler.peak_lr:.2e}, {self.steps_per_epoch} steps/epoch -> {self.run_dir}",
+            highlight=False,
+        )
+
+
+def _report_skipped(skipped: Iterable[tuple[str, str]]) -> None:
+    skipped = sorted(set(skipped))
+    if skipped:
+        console.print(f"[yellow]skipped {len(skipped)} unreadable video(s):[/]")
+        for path, reason in skipped:
+            console.print(f"  {path}: {reason}", highlight=False, soft_wrap=True)
+
+
+# ------------------------------------------------------------------------------------------------ API
+def _prepare_run(recipe: str | Path | Recipe | None, out: str | Path | None, epochs: int | None, resume: bool,
+                 overrides: Sequence[str]) -> tuple[Recipe, str, Path]:
+    """The resolved recipe, its name and the run directory, after checking that the run can start (or resume)."""
+    run_dir = Path(out) if out is not None else None
+    if resume:
+        if run_dir is None:
+            raise EdgevidError("--resume needs --out: the run directory to continue")
+        if not (run_dir / "last.pt").is_file():
+            raise EdgevidError(f"{run_dir}: nothing to resume (no last.pt)")
+    elif run_dir is not None and (run_dir / "last.pt").exists():
+        raise EdgevidError(f"{run_dir}: already holds a run (last.pt); pass --resume to continue it or "
+                           "choose another --out")
+    overrides = [*overrides, *([f"train.epochs={epochs}"] if epochs is not None else [])]
+    if isinstance(recipe, Recipe):
+        parsed, name = parse_recipe(recipe.to_dict(), "recipe", overrides), "recipe"
+    elif recipe is not None:
+        parsed, name = load_recipe(recipe, overrides), Path(recipe).stem
+    elif resume:
+        parsed = load_recipe(run_dir / "recipe.yaml", overrides)
+        name = str(load_checkpoint(run_dir / "last.pt").meta.extra.get("recipe", run_dir.name))
+    else:
+        raise EdgevidError("train needs --recipe (or --resume with --out of an earlier run)")
+    return parsed.resolved(), name, run_dir or default_run_dir(name)
+
+
+def train(recipe: str | Path | Recipe | None, data: str | Path, out: str | Path | None = None,
+          epochs: int | None = None, resume: bool = False, overrides: Sequence[str] = (), device: str = "cpu",
+          on_epoch_end: EpochCallback | None = None, start_from: Checkpoint | None = None) -> Path:
+    """Train a model from a recipe on a video dataset; returns the run directory.
+
+    Under ``torchrun`` every process calls this; rank 0 writes the run directory. ``on_epoch_end`` receives each
+    epoch's metric row on rank 0 (raising from it stops training after that epoch's checkpoint is written).
+    ``start_from`` fine-tunes a given checkpoint (its architecture, e.g. a pruned one, its weights, classes and
+    metadata extras) with the recipe's data, optimiser and schedule instead of a freshly initialised model.
+    """
+    data = Path(data)
+    if not data.exists():
+        raise EdgevidError(f"{data}: no such data directory")
+    with distributed_context(device) as ctx:
+        resolved, name, run_dir = _prepare_run(recipe, out, epochs, resume, overrides)
+        run_dir = Path(ctx.broadcast(str(run_dir)))
+        if start_from is not None and start_from.meta.model != resolved.model.name:
+            raise EdgevidError(f"start_from is a {start_from.meta.model} checkpoint but the recipe trains "
+                               f"{resolved.model.name}")
+        trainer = Trainer(resolved, name, data, run_dir, ctx, resume, start_from)
+        if ctx.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(run_dir / "recipe.yaml", resolved.to_yaml())
+        return trainer.fit(on_epoch_end)

@@ -1,0 +1,299 @@
+"""Training recipes: YAML validated into typed dataclasses, with dotted ``key=value`` overrides.
+
+A recipe has four sections (``model``, ``data``, ``optim``, ``train``). Every key is checked against the
+dataclass field types below: an unknown key, a wrong type or an out-of-range value is an :class:`EdgevidError`
+that names the file (or the override) and the dotted key path, e.g.
+``recipes/x.yaml: optim.lr: expected float, got 'fast'``. ``data.augment`` takes the fields of
+:class:`edgevid.data.AugmentConfig`; ``model.overrides`` is passed to ``create_model`` as keyword arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from edgevid.data import AugmentConfig
+from edgevid.errors import EdgevidError
+
+
+def _bounded(default: Any, **bounds: float) -> Any:
+    """A dataclass field with range bounds checked by the validator (``ge``, ``gt``, ``le``, ``lt``)."""
+    return field(default=default, metadata=bounds)
+
+
+@dataclass
+class ModelConfig:
+    """Which zoo model to train: ``create_model(name, head=head, **overrides)``."""
+
+    name: str
+    head: Literal["clip", "frame", "dense"] = "clip"
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """Clip geometry and sampling; ``None`` takes the model spec's default (frames, size, sampling rate, mean/std)."""
+
+    frames: int | None = _bounded(None, ge=1)
+    size: int | None = _bounded(None, ge=8)
+    sampling_stride: int | None = _bounded(None, ge=1)
+    sampling: Literal["dense", "segments"] = "dense"
+    fps: float = _bounded(30.0, gt=0)
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    strict: bool = False
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and schedule. ``lr`` is the rate for ``base_batch`` clips; it is scaled linearly with the
+    effective batch (batch_size x accum_steps x processes)."""
+
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: float = _bounded(1e-3, gt=0)
+    base_batch: int = _bounded(16, ge=1)
+    weight_decay: float = _bounded(0.05, ge=0)
+    momentum: float = _bounded(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    warmup_epochs: float = _bounded(1.0, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    min_lr_ratio: float = _bounded(0.0, ge=0, le=1)
+
+
+@dataclass
+class TrainConfig:
+    """Loop settings. ``ema`` is the EMA decay of the weights (null: no EMA); ``clip_grad`` a max grad norm."""
+
+    epochs: int = _bounded(30, ge=1)
+    batch_size: int = _bounded(8, ge=1)
+    accum_steps: int = _bounded(1, ge=1)
+    label_smoothing: float = _bounded(0.0, ge=0, lt=1)
+    amp: bool = True
+    amp_dtype: Literal["fp16", "bf16"] = "fp16"
+    ema: float | None = _bounded(None, gt=0, lt=1)
+    seed: int = 0
+    workers: int = _bounded(2, ge=0)
+    sync_bn: bool = False
+    eval_every: int = _bounded(1, ge=1)
+    clip_grad: float | None = _bounded(None, gt=0)
+
+
+@dataclass
+class Recipe:
+    model: ModelConfig
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def resolved(self) -> Recipe:
+        """A copy with the model spec's defaults filled in for every ``None`` in ``data``."""
+        from edgevid.models import get_spec
+
+        spec = get_spec(self.model.name)
+        data = dataclasses.replace(
+            self.data,
+            frames=self.data.frames or spec.frames,
+            size=self.data.size or spec.size,
+            sampling_stride=self.data.sampling_stride or spec.sampling_rate,
+            mean=self.data.mean or spec.mean,
+            std=self.data.std or spec.std,
+        )
+        return dataclasses.replace(self, data=data)
+
+
+class _Invalid(Exception):
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _type_name(annotation: Any) -> str:
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin in (Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_type_name(args[0])}"
+        return f"a list of {len(args)} {_type_name(args[0])}s"
+    if origin is list:
+        return f"a list of {_type_name(args[0])}"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(annotation):
+        return "a mapping"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _coerce(value: Any, annotation: Any, path: str) -> Any:
+    """``value`` checked against ``annotation`` (ints are accepted for floats, never bools for numbers)."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if annotation is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, option, path)
+            except _Invalid:
+                continue
+        raise _Invalid(path, f"expected {_type_name(annotation)}, got {value!r}")
+    if origin is Literal:
+        if value in args:
+            return value
+        raise _Invalid(path, f"expected {_type_name(annotation)}, got {value!r}")
+    if dataclasses.is_dataclass(annotation):
+        return _build(annotation, value, path)
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise _Invalid(path, f"expected {_type_name(annotation)}, got {value!r}")
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(value) != len(args):
+                raise _Invalid(path, f"expected {_type_name(annotation)}, got {len(value)} values")
+            return tuple(_coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+        items = [_coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise _Invalid(path, f"expected a mapping with string keys, got {value!r}")
+        return {k: _coerce(v, args[1], f"{path}.{k}") for k, v in value.items()}
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(annotation)
+    if ok is None:
+        raise _Invalid(path, f"unsupported recipe type {annotation!r}")
+    if not ok:
+        raise _Invalid(path, f"expected {_type_name(annotation)}, got {value!r}")
+    return float(value) if annotation is float else value
+
+
+_BOUND_TESTS = {"ge": (operator.ge, ">="), "gt": (operator.gt, ">"),
+                "le": (operator.le, "<="), "lt": (operator.lt, "<")}
+
+
+def _check_bounds(value: Any, bounds: dict[str, float], path: str) -> None:
+    if value is None:
+        return
+    for key, limit in bounds.items():
+        test, symbol = _BOUND_TESTS[key]
+        if not test(value, limit):
+            raise _Invalid(path, f"must be {symbol} {limit}, got {value!r}")
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    if not isinstance(data, dict):
+        raise _Invalid(path, f"expected a mapping, got {data!r}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            where = f"{path}.{key}" if path else str(key)
+            raise _Invalid(where, f"unknown key (expected one of {', '.join(fields)})")
+    kwargs = {}
+    for name, spec in fields.items():
+        where = f"{path}.{name}" if path else name
+        if name not in data:
+            if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+                raise _Invalid(where, "missing required key")
+            continue
+        kwargs[name] = _coerce(data[name], hints[name], where)
+        _check_bounds(kwargs[name], dict(spec.metadata), where)
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError, EdgevidError) as exc:
+        raise _Invalid(path, str(exc)) from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"optim.lr=0.01"`` -> (["optim", "lr"], 0.01); the value is parsed as YAML (numbers, bools, null, lists)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
+        raise EdgevidError(f"override {text!r}: expected key=value with a dotted key, e.g. optim.lr=0.01")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def _apply_override(data: dict[str, Any], keys: list[str], value: Any, text: str) -> None:
+    node = data
+    for i, key in enumerate(keys[:-1]):
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise EdgevidError(f"override {text!r}: {'.'.join(keys[: i + 1])} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_recipe(data: Any, source: str, overrides: tuple[str, ...] | list[str] = ()) -> Recipe:
+    """Validate a recipe mapping (plus ``key=value`` overrides) into a :class:`Recipe`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise EdgevidError(f"{source}: a recipe must be a mapping with model/data/optim/train sections")
+    data = _plain(data)
+    origin: dict[str, str] = {}
+    for text in overrides:
+        keys, value = parse_override(text)
+        _apply_override(data, keys, value, text)
+        origin[".".join(keys)] = f"override {text!r}"
+    try:
+        recipe = _build(Recipe, data, "")
+        _check_model(recipe)
+    except _Invalid as exc:
+        where = next((src for key, src in origin.items() if exc.path == key or exc.path.startswith(key + ".")),
+                     source)
+        raise EdgevidError(f"{where}: {exc}") from None
+    return recipe
+
+
+def _check_model(recipe: Recipe) -> None:
+    from edgevid.models import get_spec
+
+    try:
+        get_spec(recipe.model.name)
+    except ValueError as exc:
+        raise _Invalid("model.name", str(exc)) from None
+
+
+def load_recipe(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> Recipe:
+    """Read and validate a YAML recipe file, applying dotted ``key=value`` overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgevidError(f"{path}: no such recipe file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise EdgevidError(f"{path}: not valid YAML{where}") from None
+    return parse_recipe(data, str(path), overrides)

@@ -1,0 +1,221 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from edgevid.checkpoint import save_checkpoint
+from edgevid.cli import main
+from edgevid.errors import EdgevidError
+from edgevid.export import export
+from edgevid.meta import ArtifactMeta, read_meta
+from edgevid.models import create_model
+from edgevid.models.streaming import to_streaming
+from edgevid.models.video_resnet import BasicBlock, VideoResNet, conv2plus1d, r2plus1d_stem
+from edgevid.models.x3d import X3D, X3DConfig
+from edgevid.runtime.onnx_backend import OnnxRuntimePredictor
+from edgevid.runtime.streaming import (
+    GraphStreamingPredictor,
+    TorchStreamingPredictor,
+    load_streaming,
+    streaming_onnx,
+    streaming_parity,
+)
+
+TINY_X3D = X3DConfig(stem_width=8, widths=(8, 16, 16, 16), base_depths=(1, 1, 1, 1), depth_factor=1.0,
+                     bottleneck_factor=2.0, head_hidden=16)
+SIZE = 32
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread is as fast and immune to a busy machine's thread contention."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _randomize_bn(model: nn.Module) -> nn.Module:
+    """Non-trivial BN statistics, so that a wrong state would show in the logits."""
+    gen = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=gen) * 0.2 - 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+    return model.eval()
+
+
+def tiny_x3d() -> X3D:
+    return _randomize_bn(X3D(TINY_X3D, num_classes=3, causal=True, dropout=0.0))
+
+
+def tiny_tsm() -> nn.Module:
+    return _randomize_bn(create_model("tsm_mobilenetv2", num_classes=3, shift_mode="online", width_mult=0.25))
+
+
+def _meta(model: str, arch: dict, frames: int = 5) -> ArtifactMeta:
+    return ArtifactMeta(model=model, classes=["a", "b", "c"], frames=frames, size=SIZE, sampling_stride=2,
+                        mean=(0.45,) * 3, std=(0.225,) * 3, arch=arch)
+
+
+def _stream_all(streaming, clip):
+    states = streaming.initial_states(clip.shape[0], clip.shape[-1])
+    outputs = []
+    with torch.no_grad():
+        for t in range(clip.shape[2]):
+            logits, *states = streaming(clip[:, :, t:t + 1], *states)
+            outputs.append(logits)
+    return outputs
+
+
+def _assert_stream_equals_clip(model, frames):
+    clip = torch.randn(2, 3, frames, SIZE, SIZE)
+    streaming = to_streaming(model)
+    with torch.no_grad():
+        for t, logits in enumerate(_stream_all(streaming, clip)):
+            expected = model(clip[:, :, :t + 1])
+            torch.testing.assert_close(logits, expected, atol=1e-4, rtol=0)
+    return streaming
+
+
+def test_causal_x3d_streaming_equals_clip_after_every_frame():
+    streaming = _assert_stream_equals_clip(tiny_x3d(), frames=6)
+    kinds = [s.kind for s in streaming.specs]
+    assert kinds.count("buffer") == 4 + 4 * 2  # a frame per past step: stem conv (k=5) + each block's k=3 conv
+    assert kinds.count("sum") == kinds.count("count") == 4 + 1  # causal SE of each stage's first block + pool
+    assert kinds[-1] == "step"
+
+
+def test_online_tsm_streaming_equals_clip_after_every_frame():
+    streaming = _assert_stream_equals_clip(tiny_tsm(), frames=5)
+    assert {s.kind for s in streaming.specs} == {"buffer", "sum", "count", "step"}
+
+
+def test_causal_r2plus1d_with_temporal_strides_streams_exactly():
+    model = _randomize_bn(VideoResNet(BasicBlock, [conv2plus1d] * 4, (1, 1, 1, 1), r2plus1d_stem, num_classes=3,
+                                      causal=True))
+    streaming = _assert_stream_equals_clip(model, frames=9)
+    rates = {s.module: s.rate for s in streaming.specs}
+    assert rates["pool"] == 8 and rates["stem.3"] == 1 and rates["layer4.0.conv1.0.3"] == 4
+
+
+def test_causal_model_trains_and_still_streams_exactly():
+    model = tiny_x3d().train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss = nn.functional.cross_entropy(model(torch.randn(2, 3, 4, SIZE, SIZE)), torch.tensor([0, 2]))
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+    optimizer.step()
+    _assert_stream_equals_clip(model.eval(), frames=3)
+
+
+def test_streaming_is_a_copy_and_step_reset_work():
+    model = tiny_x3d()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    streaming = to_streaming(model)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    clip = torch.randn(1, 3, 3, SIZE, SIZE)
+    first = [streaming.step(clip[:, :, t:t + 1]) for t in range(3)]
+    streaming.reset()
+    again = [streaming.step(clip[:, :, t:t + 1]) for t in range(3)]
+    for a, b in zip(first, again, strict=True):
+        torch.testing.assert_close(a, b)
+    assert all(float(s.abs().sum()) == 0 for s in streaming.initial_states(1, SIZE))
+
+
+def test_non_causal_models_are_refused_with_the_recipe_fix():
+    with pytest.raises(ValueError, match="causal: true"):
+        to_streaming(X3D(TINY_X3D, num_classes=3))
+    with pytest.raises(ValueError, match="shift_mode='online'"):
+        to_streaming(create_model("tsm_mobilenetv2", num_classes=3, width_mult=0.25))
+    with pytest.raises(ValueError, match="non-causal temporal conv"):
+        to_streaming(create_model("tiny3d", num_classes=3, width=4))
+
+
+def test_horizon_turns_the_cumulative_mean_into_a_moving_one():
+    model = tiny_tsm()
+    meta = _meta("tsm_mobilenetv2", {})
+    predictor = TorchStreamingPredictor.from_model(model, meta, Path("tsm"), horizon=1)
+    clip = torch.randn(1, 3, 4, SIZE, SIZE)
+    for t in range(4):
+        got = predictor.step(clip[:, :, t:t + 1].numpy())
+    # horizon 1: the pool forgets everything but the newest frame = the frame head at the last frame
+    with torch.no_grad():
+        expected = model.forward_head(model.forward_features(clip), "frame")[..., -1].numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_onnx_runtime_streaming_equals_the_causal_clip_model(tmp_path):
+    model = tiny_x3d()
+    meta = _meta("x3d_tiny", {})
+    path = tmp_path / "stream.onnx"
+    out_meta = streaming_onnx(to_streaming(model), meta, path)
+    assert read_meta(path).streaming and out_meta.extra["streaming"]["states"][-1]["kind"] == "step"
+    session = OnnxRuntimePredictor.open(path)
+    names = [s["name"] for s in out_meta.extra["streaming"]["states"]]
+    assert session.input_names == ["frame", *names]
+    assert session.output_names == ["logits", *(f"next.{n}" for n in names)]
+    predictor = GraphStreamingPredictor(session)
+    parity = streaming_parity(model, predictor, meta, tolerance=1e-4, frames=5)
+    assert parity.clips == 5 and parity.max_abs_diff < 1e-4
+    clip = np.random.default_rng(3).standard_normal((2, 3, 1, SIZE, SIZE)).astype(np.float32)
+    first = predictor.step(clip)
+    predictor.reset()
+    np.testing.assert_array_equal(predictor.step(clip), first)  # reset = zero states again, batch 2 works
+
+
+def test_openvino_streaming_equals_the_causal_clip_model(tmp_path):
+    import openvino as ov
+
+    from edgevid.meta import write_openvino_meta
+
+    model = tiny_x3d()
+    meta = _meta("x3d_tiny", {})
+    out_meta = streaming_onnx(to_streaming(model), meta, tmp_path / "stream.onnx")
+    ir = ov.convert_model(str(tmp_path / "stream.onnx"))
+    write_openvino_meta(ir, out_meta)
+    ov.save_model(ir, str(tmp_path / "stream.xml"), compress_to_fp16=False)
+    predictor = load_streaming(tmp_path / "stream.xml")
+    assert predictor.backend == "openvino"
+    assert streaming_parity(model, predictor, meta, tolerance=1e-4, frames=4).max_abs_diff < 1e-4
+    reference = TorchStreamingPredictor.from_model(model, meta, Path("x3d"), horizon=2)
+    predictor.horizon = 2
+    frames = np.random.default_rng(4).standard_normal((4, 1, 3, 1, SIZE, SIZE)).astype(np.float32)
+    for frame in frames:  # the moving average (decayed sums and counts) matches too
+        np.testing.assert_allclose(predictor.step(frame), reference.step(frame), atol=1e-4)
+
+
+def test_tsm_streaming_export_onnx_runtime_and_live(tmp_path, capsys):
+    arch = {"shift_mode": "online", "width_mult": 0.25}
+    meta = _meta("tsm_mobilenetv2", arch, frames=4)
+    checkpoint = save_checkpoint(tmp_path / "tsm.pt", _randomize_bn(create_model("tsm_mobilenetv2", num_classes=3,
+                                                                                 **arch)), meta)
+    out = tmp_path / "tsm.stream.onnx"
+    result = export(checkpoint, "onnx", out=out, streaming=True)  # checked frame by frame through ONNX Runtime
+    assert result.parity.clips == 4 and result.parity.max_abs_diff < 1e-4
+    assert read_meta(out).streaming
+    assert main(["export", str(checkpoint), "--streaming", "--target", "trt"]) == 2
+    assert "--streaming exports to onnx or openvino" in capsys.readouterr().err
+    predictor = load_streaming(out)
+    assert isinstance(predictor, GraphStreamingPredictor) and predictor.backend == "onnxruntime"
+
+    from edgevid.data.synth import SynthConfig, render_video, write_video
+    from edgevid.runtime.live import LiveOptions, run_live
+
+    video = write_video(tmp_path / "v.mp4", render_video(SynthConfig().class_names[0],
+                                                         np.random.default_rng(0), 24, 48), fps=30)
+    report = run_live(out, video, LiveOptions(report=str(tmp_path / "r.json")))  # streaming export: streams
+    assert report.mode == "streaming" and report.backend == "onnxruntime"
+    assert report.predictions == 12  # one step per 2 source frames (stride 2 at 30 fps)
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["frames_processed"] + data["frames_dropped"] == data["frames_captured"] == 24
+    torch_report = run_live(checkpoint, video, LiveOptions(streaming=True, horizon=0))
+    assert torch_report.mode == "streaming" and torch_report.predictions == 12
+    tiny = save_checkpoint(tmp_path / "tiny.pt", create_model("tiny3d", num_classes=3, width=4),
+                           _meta("tiny3d", {"width": 4}))
+    with pytest.raises(EdgevidError, match="causal: true"):
+        run_live(tiny, video, LiveOptions(streaming=True))
