@@ -126,7 +126,6 @@ class OnnxQuantizer:
             "ActivationSymmetric": scheme.symmetric_activations,
             "WeightSymmetric": True,
             "QuantizeBias": scheme.quantize_bias,
-            "CalibMaxIntermediateOutputs": 16,
         }
         reader = None if self.cache.exists() else _feed_reader(self.feeds)
         try:
