@@ -53,7 +53,8 @@ def test_training_budget_stops_before_an_epoch_that_would_not_fit():
     unlimited({"epoch": 1, "val_top1": 40.0})
     unlimited({"epoch": 2, "val_top1": None})
     assert unlimited.epochs == 2 and unlimited.best_top1 == 40.0
-    tight = TrainingBudget(1e-6)
+    tight = TrainingBudget(1.0)
+    tight.start -= 31.0
     with pytest.raises(BudgetReached):
         tight({"epoch": 1, "val_top1": 10.0})
     assert tight.epochs == 1 and tight.best_top1 == 10.0
