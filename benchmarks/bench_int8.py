@@ -26,13 +26,12 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_training import ensure_data
-from benchmarks.common import machine_info, results_dir, write_results
+from benchmarks.common import machine_info, merged_rows, stamp, write_results
 from edgevid.compress.accuracy import ValidationSet, ort_predict
 from edgevid.compress.calibration import Preprocessing, build_manifest
 from edgevid.compress.quantize import quantize
@@ -47,20 +46,6 @@ from edgevid.utils.console import console, make_table
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ("x3d_xs", "tsm_r18", "r2plus1d_18")
 COLUMNS = ["model", "backend", "precision", "size_mb", "top1", "drop", "p50_ms", "p95_ms", "speedup", "float_layers"]
-
-
-def merged_rows(study: str, rows: list[dict[str, Any]], recipes: list[str]) -> list[dict[str, Any]]:
-    """``rows`` plus the rows of other recipes already in ``<study>.json`` (measured by an earlier invocation;
-    each row carries its own ``measured_at`` and load average), so recipes can be measured one at a time."""
-    path = results_dir() / f"{study}.json"
-    earlier = json.loads(path.read_text())["rows"] if path.is_file() else []
-    return [r for r in earlier if r.get("recipe") not in recipes] + rows
-
-
-def stamp(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mark rows with when they were measured and the machine's load then."""
-    info = machine_info()
-    return [{**r, "measured_at": info["date"], "load_avg_1min": info["load_avg_1_5_15"][0]} for r in rows]
 
 
 def ensure_run(recipe: str, data: Path, runs: Path, epochs: int | None) -> Path:

@@ -25,9 +25,9 @@ import argparse
 import shutil
 from pathlib import Path
 
-from benchmarks.bench_int8 import RECIPES, ROOT, ensure_run, merged_rows, stamp
+from benchmarks.bench_int8 import RECIPES, ROOT, ensure_run
 from benchmarks.bench_training import ensure_data
-from benchmarks.common import machine_info, write_results
+from benchmarks.common import machine_info, merged_rows, stamp, write_results
 from edgevid.compress.pruning import default_out, prune
 
 COLUMNS = ["recipe", "model", "backend", "params_m", "gmacs", "top1", "drop", "p50_ms", "p95_ms", "speedup",

@@ -15,7 +15,9 @@ The target: X3D-XS >= 90% val top-1 within 15 minutes.
 Data loading, next to the X3D-XS step rate: clips/s of the real training loader (decode + augment +
 normalise, the x3d_xs recipe's augmentation, ``--workers`` workers, measured after the first batch) and
 clips/s of X3D-XS training steps alone (forward + backward + AdamW on a batch already in memory). Target:
-loader >= 2x the step rate. Both are measured alone, before the training runs.
+loader >= 2x the step rate. Both are measured alone, before the training runs (and kept from the earlier
+results when x3d_xs is not among ``--recipes``). Recipes not given keep their earlier rows, so recipes can be
+measured one invocation at a time.
 
 Results: ``benchmarks/results/<machine>/training.{json,md}`` (``training_quick.*`` with --quick), a plot of val
 top-1 against training minutes for every recipe (``training_curves.png``) and each run's own ``curves.png``.
@@ -30,6 +32,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import json
 import shutil
 import statistics
 import time
@@ -38,7 +41,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import machine_info, results_dir, write_results
+from benchmarks.common import machine_info, merged_rows, results_dir, stamp, write_results
 from edgevid.data import build_dataset, build_loader
 from edgevid.data.synth import SynthConfig, generate_synth
 from edgevid.meta import read_meta
@@ -195,20 +198,31 @@ def main() -> None:
     data = ensure_data(args.data, args.quick)
     overrides = ["train.epochs=1"] if args.quick else []
     x3d = load_recipe(RECIPES / "x3d_xs.yaml").resolved()
-    loader_rate = loader_clips_per_s(x3d, data, args.workers, batches=4 if args.quick else 20)
-    step_rate = step_clips_per_s(x3d, data, steps=2 if args.quick else 5)
+    name = "training_quick" if args.quick else "training"
+    earlier = results_dir() / f"{name}.json"
+    if "x3d_xs" not in args.recipes and earlier.is_file():
+        kept = json.loads(earlier.read_text())["info"]["summary"]
+        loader_rate, step_rate = kept["loader_clips_per_s"], kept["x3d_xs_step_clips_per_s"]
+    else:
+        loader_rate = loader_clips_per_s(x3d, data, args.workers, batches=4 if args.quick else 20)
+        step_rate = step_clips_per_s(x3d, data, steps=2 if args.quick else 5)
     console.print(f"x3d_xs recipe: loader {loader_rate:.1f} clips/s ({args.workers} workers) vs training steps "
                   f"{step_rate:.1f} clips/s -> {loader_rate / step_rate:.1f}x", highlight=False)
 
-    rows = [run_recipe(name, data, args.runs, args.budget_min * 60, overrides) for name in args.recipes]
-    name = "training_quick" if args.quick else "training"
+    rows = stamp([run_recipe(name, data, args.runs, args.budget_min * 60, overrides) for name in args.recipes])
     out = results_dir(name)
-    plot_runs(rows, args.budget_min, out / f"{name}_curves.png")
     for row in rows:
         shutil.copyfile(args.runs / row["recipe"] / "curves.png", out / f"{name}_{row['recipe']}_curves.png")
+    rows = merged_rows(name, rows, args.recipes)
+    earlier = out / f"{name}_history.json"
+    if earlier.is_file():
+        history = json.loads(earlier.read_text())["rows"]
+        for row in rows:
+            row.setdefault("history", [h for h in history if h["recipe"] == row["recipe"]])
+    plot_runs(rows, args.budget_min, out / f"{name}_curves.png")
     columns = ["recipe", "model", "input", "params_m", "gmacs", "optimizer", "epochs", "minutes", "best_val_top1",
-               "best_epoch", "final_val_top1", "min_to_90", "train_clips_per_s"]
-    x3d_row = next((r for r in rows if r["recipe"] == "x3d_xs"), None)
+               "best_epoch", "final_val_top1", "min_to_90", "train_clips_per_s", "load_avg_1min"]
+    x3d_row = next((r for r in rows if r["recipe"] == "x3d_xs"), None)  # this run's or an earlier one's
     summary = {
         "loader_clips_per_s": loader_rate, "x3d_xs_step_clips_per_s": step_rate,
         "loader_over_step": loader_rate / step_rate, "loader_target_met": loader_rate >= 2 * step_rate,
@@ -232,7 +246,7 @@ def main() -> None:
     )
     write_results(name, [{k: r[k] for k in columns} for r in rows], {**info, "summary": summary}, notes=notes,
                   columns=columns, directory=out)
-    write_results(f"{name}_history", [{"recipe": r["recipe"], **h} for r in rows for h in r["history"]],
+    write_results(f"{name}_history", [{**h, "recipe": r["recipe"]} for r in rows for h in r["history"]],
                   info, directory=out)
     console.print(make_table(rows, columns, title=f"training benchmark ({name})",
                              formats={"params_m": ".2f", "gmacs": ".3f", "minutes": ".1f", "best_val_top1": ".1f",

@@ -8,6 +8,7 @@ results from different hardware never overwrite each other.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
@@ -77,6 +78,20 @@ def write_results(name: str, rows: Sequence[dict[str, Any]], info: dict[str, Any
     return json_path, md_path
 
 
+def merged_rows(study: str, rows: list[dict[str, Any]], recipes: list[str]) -> list[dict[str, Any]]:
+    """``rows`` plus the rows of other recipes already in ``<study>.json`` (measured by an earlier invocation;
+    each row carries its own ``measured_at`` and load average), so recipes can be measured one at a time."""
+    path = results_dir() / f"{study}.json"
+    earlier = json.loads(path.read_text())["rows"] if path.is_file() else []
+    return [r for r in earlier if r.get("recipe") not in recipes] + rows
+
+
+def stamp(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mark rows with when they were measured and the machine's load then."""
+    info = machine_info()
+    return [{**r, "measured_at": info["date"], "load_avg_1min": info["load_avg_1_5_15"][0]} for r in rows]
+
+
 __all__ = [
     "RESULTS_ROOT",
     "cpu_cores",
@@ -84,7 +99,9 @@ __all__ = [
     "machine_info",
     "machine_name",
     "markdown_table",
+    "merged_rows",
     "results_dir",
+    "stamp",
     "time_callable",
     "time_interleaved",
     "write_results",

@@ -46,10 +46,16 @@ def _root(
 @app.command("models")
 def models_cmd(
     pattern: str = typer.Argument("*", help="Glob over model names, e.g. 'x3d_*'."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of a table."),
     num_classes: int = typer.Option(400, "--classes", help="Classes used for the params/MACs figures."),
 ) -> None:
-    """List the model zoo: family, params, GMACs at the default input, frames x size, sampling rate."""
+    """List the model zoo with params and GMACs.
+
+    One row per registered model: family, params, GMACs at its default input,
+    frames x size and sampling rate.
+
+    Example: edgevid models 'x3d_*' --classes 101
+    """
     from edgevid.models.summary import zoo_summary
 
     rows = zoo_summary(pattern, num_classes)
@@ -67,12 +73,21 @@ def train_cmd(
     overrides: list[str] = typer.Argument(None, help="Recipe overrides as dotted key=value, e.g. optim.lr=0.01."),
     recipe: str = typer.Option(None, "--recipe", "-r", help="Recipe YAML (default with --resume: the run's own)."),
     data: str = typer.Option(..., "--data", "-d", help="Dataset root (folder per class, list files, UCF101...)."),
-    out: str = typer.Option(None, "--out", "-o", help="Run directory (default runs/<recipe>, numbered if taken)."),
+    out: str = typer.Option(None, "--out", "-o", help="Output run directory (default: runs/<recipe>, numbered if "
+                                                      "taken)."),
     epochs: int = typer.Option(None, "--epochs", help="Override train.epochs."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N] (under torchrun: one GPU per process)."),
+    device: str = typer.Option("cpu", "--device", help="Device to run on (cpu or cuda[:N]; under torchrun one GPU "
+                                                       "per process)."),
 ) -> None:
-    """Train a model from a recipe; works under [bold]torchrun --nproc_per_node N -m edgevid train[/] too."""
+    """Train a model from a recipe YAML.
+
+    Writes checkpoints (best.pt, last.pt), logs and plots into the run
+    directory; works under [bold]torchrun --nproc_per_node N -m edgevid train[/]
+    too.
+
+    Example: edgevid train -r recipes/x3d_xs.yaml -d data/synth -o runs/x3d
+    """
     from edgevid.train import train
 
     train(recipe, data, out=out, epochs=epochs, resume=resume, overrides=overrides or (), device=device)
@@ -81,17 +96,26 @@ def train_cmd(
 @app.command("eval")
 def eval_cmd(
     artifact: str = typer.Argument(..., help="Run directory, checkpoint, .onnx, OpenVINO .xml or TensorRT engine."),
-    data: str = typer.Option(..., "--data", "-d", help="Dataset root."),
+    data: str = typer.Option(..., "--data", "-d", help="Dataset root: the videos of its --split are evaluated."),
     split: str = typer.Option("val", "--split", help="Split to evaluate."),
     views: str = typer.Option("1x1", "--views", help="Test views CLIPSxCROPS, e.g. 3x3."),
     batch: int = typer.Option(8, "--batch", help="Videos per batch."),
     workers: int = typer.Option(2, "--workers", help="Data-loading worker processes."),
-    device: str = typer.Option("cpu", "--device", help="Device string for the backend (cpu, cuda, GPU, NPU...)."),
+    device: str = typer.Option("cpu", "--device", help="Device to run on (cpu, cuda[:N], or an OpenVINO device: "
+                                                       "CPU, GPU, NPU, AUTO)."),
     strict: bool = typer.Option(False, "--strict", help="Fail on an unreadable video instead of skipping it."),
-    out: str = typer.Option(None, "--out", "-o", help="Write eval.json and confusion.png into this folder."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    out: str = typer.Option(None, "--out", "-o", help="Output folder for eval.json and confusion.png (default: "
+                                                      "none written)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of a table."),
 ) -> None:
-    """Top-1/top-5, per-class and mean-class accuracy, confusion matrix; frame mAP / dense mIoU by head."""
+    """Evaluate a model or exported artifact on a dataset split.
+
+    Top-1/top-5, per-class and mean-class accuracy and the confusion matrix;
+    frame mAP (frame head) or dense mIoU (dense head) where the artifact has
+    them. Any backend: checkpoint, ONNX, OpenVINO IR, TensorRT engine.
+
+    Example: edgevid eval runs/x3d -d data/synth --views 3x3 -o runs/x3d/eval
+    """
     from edgevid.train import evaluate, parse_views
 
     results = evaluate(artifact, data, split=split, views=parse_views(views), batch=batch, device=device,
@@ -116,13 +140,20 @@ def eval_cmd(
 @app.command("predict")
 def predict_cmd(
     artifact: str = typer.Argument(..., help="Run directory, checkpoint, .onnx, OpenVINO .xml or TensorRT engine."),
-    video: str = typer.Argument(..., help="Video file."),
+    video: str = typer.Argument(..., help="Video file to classify."),
     topk: int = typer.Option(5, "--topk", help="How many labels to show."),
     views: str = typer.Option("1x1", "--views", help="Test views CLIPSxCROPS, e.g. 3x3."),
-    device: str = typer.Option("cpu", "--device", help="Device string for the backend."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    device: str = typer.Option("cpu", "--device", help="Device to run on (cpu, cuda[:N], or an OpenVINO device: "
+                                                       "CPU, GPU, NPU, AUTO)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of a table."),
 ) -> None:
-    """Top-k labels and scores for one video."""
+    """Classify one video: the top-k labels and their scores.
+
+    The video is decoded and preprocessed with the artifact's own metadata
+    (frames, size, stride, mean/std); --views averages several clips and crops.
+
+    Example: edgevid predict runs/x3d/best.onnx video.mp4 --topk 3
+    """
     from edgevid.train import parse_views, predict_video
 
     ranked = predict_video(artifact, video, topk=topk, views=parse_views(views), device=device)
@@ -157,7 +188,14 @@ def export_cmd(
     streaming: bool = typer.Option(False, "--streaming", help="Export the streaming form of a causal model (one "
                                                               "frame in, states as inputs/outputs; onnx/openvino)."),
 ) -> None:
-    """Export a trained model to ONNX, OpenVINO IR or a TensorRT engine, checked against the source."""
+    """Export a trained model to ONNX, OpenVINO IR or a TensorRT engine.
+
+    Every export is checked against its source (max |logit diff|, top-1
+    agreement) before it is written; without tensorrt installed, --target trt
+    writes the ONNX and prints the trtexec command for the device.
+
+    Example: edgevid export runs/x3d --target openvino --precision fp16
+    """
     from edgevid.export import TensorRTUnavailableError, export
 
     try:
@@ -201,7 +239,13 @@ def data_synth_cmd(
     workers: int = typer.Option(2, "--workers", help="Processes rendering and encoding videos."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier synth dataset in OUT."),
 ) -> None:
-    """Write synthetic action videos (H.264 .mp4, folder per class, train/val lists) that need time to classify."""
+    """Write a synthetic action-video dataset.
+
+    H.264 .mp4 files in a folder per class with train/val lists; the classes
+    differ in motion, so a model needs time (not one frame) to tell them apart.
+
+    Example: edgevid data synth data/synth --classes 4 --videos-per-class 20
+    """
     from edgevid.data.synth import SynthConfig, generate_synth
 
     config = SynthConfig(classes=classes, videos_per_class=videos_per_class, val_per_class=val_per_class,
@@ -218,9 +262,15 @@ def data_synth_cmd(
 def data_info_cmd(
     root: str = typer.Argument(..., help="Dataset directory or list file."),
     splits: str = typer.Option("train,val,test", "--splits", help="Comma-separated splits to look for."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of a table."),
 ) -> None:
-    """Show the detected layout, the classes in order, and videos per class of each split."""
+    """Show a dataset's layout, classes and videos per split.
+
+    The detected layout of each split (folder per class, list files, UCF101
+    splits), the classes in index order and the number of videos per class.
+
+    Example: edgevid data info data/synth --splits train,val
+    """
     from edgevid.data.datasets import dataset_info
 
     info = dataset_info(root, [s.strip() for s in splits.split(",") if s.strip()])
@@ -251,19 +301,29 @@ def bench_cmd(
     iters: int = typer.Option(100, "--iters", help="Most timed calls per row."),
     warmup: int = typer.Option(5, "--warmup", help="Untimed calls before timing."),
     seconds: float = typer.Option(10.0, "--seconds", help="Time box of each row's timing loop (at least 5 calls)."),
-    threads: int | None = typer.Option(None, "--threads", help="CPU threads per backend (default: the backend's)."),
-    device: str = typer.Option("cpu", "--device", help="Device for torch/onnx/openvino (trt always runs on cuda)."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads of each runtime (default: the "
+                                                               "runtime's own)."),
+    device: str = typer.Option("cpu", "--device", help="Device to run on (torch, onnx, openvino; trt always runs on "
+                                                       "cuda)."),
     calib: str | None = typer.Option(None, "--calib", help="Calibration manifest for INT8 (from `edgevid calib "
                                                            "build`; default: the run's own, else built from --data)."),
     artifacts: list[str] = typer.Option(None, "--artifact", help="An already exported or quantized artifact to "
                                                                  "measure as its format (repeatable)."),
-    out: str | None = typer.Option(None, "--out", "-o", help="Folder for results and artifacts (default <run>/bench)."),
+    out: str | None = typer.Option(None, "--out", "-o", help="Output folder for results and artifacts (default: "
+                                                             "<run>/bench)."),
     json_out: str | None = typer.Option(None, "--json", help="JSON results path (default OUT/bench.json)."),
     csv_out: str | None = typer.Option(None, "--csv", help="CSV results path (default OUT/bench.csv)."),
     md_out: str | None = typer.Option(None, "--md", help="Markdown table path (default OUT/bench.md)."),
     plot_out: str | None = typer.Option(None, "--plot", help="PNG plot path (default OUT/bench.png)."),
 ) -> None:
-    """Every format side by side: size, top-1, latency p50/p95/p99, FPS, peak RSS and GMACs, one row per format."""
+    """Benchmark every format of a model side by side.
+
+    One row per target x precision x batch: size, top-1, latency p50/p95/p99,
+    FPS, peak RSS and GMACs; missing formats are exported (and quantized) first,
+    and a format that fails records its reason in its row.
+
+    Example: edgevid bench runs/x3d --targets torch,onnx,openvino -d data/synth
+    """
     from edgevid.bench import bench, parse_list
 
     result = bench(artifact, out, targets=parse_list(targets), precisions=parse_list(precisions),
@@ -283,11 +343,18 @@ def _positive_int(text: str, flag: str) -> int:
 
 @app.command("demo")
 def demo_cmd(
-    out: str = typer.Option("demo_out", "--out", "-o", help="Folder for every output of the demo."),
+    out: str = typer.Option("demo_out", "--out", "-o", help="Output folder for everything the demo writes."),
     quick: bool = typer.Option(False, "--quick", help="Tiny data and model, one epoch: the whole path in about a "
                                                       "minute (used by the tests)."),
 ) -> None:
-    """The whole product on synthetic data: data, train X3D-XS, eval, INT8, export, bench, live, then a summary."""
+    """Run the whole product end to end on synthetic data.
+
+    Generates data, trains X3D-XS, evaluates, quantizes to INT8, exports,
+    benchmarks and runs live on a held-out video, then prints where every output
+    is and a summary table.
+
+    Example: edgevid demo --quick --out demo_out
+    """
     from edgevid.demo import run_demo
 
     run_demo(out, quick=quick)
@@ -310,7 +377,7 @@ def live_cmd(
     votes: int = typer.Option(3, "--votes", help="Consecutive wins a new label needs with --smooth vote."),
     threshold: float = typer.Option(0.0, "--threshold", help="Below this probability the label is 'no action'."),
     show: bool = typer.Option(False, "--show", help="Show the annotated video in a window (q/Esc quits)."),
-    output: str | None = typer.Option(None, "--output", "-o", help="Write the annotated video (.mp4/.avi)."),
+    output: str | None = typer.Option(None, "--output", "-o", help="Output annotated video (.mp4/.avi)."),
     max_frames: int | None = typer.Option(None, "--max-frames", help="Stop after this many captured frames."),
     duration: float | None = typer.Option(None, "--duration", help="Stop after this many seconds."),
     report: str | None = typer.Option(None, "--report", help="Write the run report (JSON)."),
@@ -318,13 +385,21 @@ def live_cmd(
     streaming: bool = typer.Option(False, "--streaming", help="One model step per sampled frame (causal models)."),
     horizon: int | None = typer.Option(None, "--horizon", help="Streaming: average over about this many steps "
                                                                "(default the clip length T; 0 = whole stream)."),
-    device: str = typer.Option("cpu", "--device", help="Device for the backend (cpu, cuda, GPU, ...)."),
-    threads: int | None = typer.Option(None, "--threads", help="CPU threads of the backend."),
+    device: str = typer.Option("cpu", "--device", help="Device to run on (cpu, cuda[:N], or an OpenVINO device: "
+                                                       "CPU, GPU, NPU, AUTO)."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads of each runtime (default: the "
+                                                               "runtime's own)."),
     width: int | None = typer.Option(None, "--width", help="Camera: requested frame width."),
     height: int | None = typer.Option(None, "--height", help="Camera: requested frame height."),
     fps: float | None = typer.Option(None, "--fps", help="Camera: requested fps; image folder: its frame rate."),
 ) -> None:
-    """Real-time recognition on a camera, video file, stream or image folder, with a latency/memory report."""
+    """Recognise actions in real time on a camera, video file, stream or image folder.
+
+    A sliding window (or, with --streaming, one model step per frame) with
+    smoothed labels, an optional annotated video, and a latency/memory report.
+
+    Example: edgevid live -m runs/x3d/best.xml -s video.mp4 -o annotated.mp4
+    """
     from edgevid.runtime.live import LiveOptions, run_live
 
     if (camera is None) == (source is None):
@@ -348,7 +423,7 @@ app.add_typer(calib_app, name="calib")
 @calib_app.command("build")
 def calib_build_cmd(
     data: str = typer.Option(..., "--data", "-d", help="Dataset root; clips come from its training split."),
-    out: str = typer.Option(..., "--out", "-o", help="Manifest to write, e.g. calibration/x3d_xs.json."),
+    out: str = typer.Option(..., "--out", "-o", help="Output manifest (JSON), e.g. calibration/x3d_xs.json."),
     num: int = typer.Option(128, "--num", "-n", help="Number of clips (spread evenly over the classes)."),
     artifact: str | None = typer.Option(None, "--artifact", "-a", help="Trained run, checkpoint or export whose "
                                                                        "preprocessing the clips get."),
@@ -361,7 +436,13 @@ def calib_build_cmd(
     split: str = typer.Option("train", "--split", help="Split to draw from."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same manifest."),
 ) -> None:
-    """Build a deterministic, class-stratified calibration manifest from a training split."""
+    """Build an INT8 calibration manifest from a dataset split.
+
+    Deterministic and class-stratified: the same seed gives the same clips,
+    preprocessed like the artifact (or the zoo model) they calibrate.
+
+    Example: edgevid calib build -d data/synth -a runs/x3d -o calib/x3d.json
+    """
     import dataclasses
 
     from edgevid.compress.calibration import Preprocessing, build_manifest
@@ -397,14 +478,22 @@ def quantize_cmd(
     method: str | None = typer.Option(None, "--method", help="minmax, entropy or percentile (default: minmax; "
                                                              "NNCF's defaults for openvino)."),
     symmetric: bool = typer.Option(False, "--symmetric-activations", help="onnx: int8 symmetric activations."),
-    out: str | None = typer.Option(None, "--out", "-o", help="Output (default: <source>.int8.xml/.onnx, "
+    out: str | None = typer.Option(None, "--out", "-o", help="Output file (default: <source>.int8.xml/.onnx, "
                                                              "<source>.int8.trt.onnx)."),
     val_clips: int | None = typer.Option(None, "--val-clips", help="Use at most this many val clips."),
     bench_iters: int = typer.Option(20, "--bench-iters", help="Latency iterations per artifact (0: skip)."),
-    threads: int | None = typer.Option(None, "--threads", help="CPU threads for the runtimes."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads of each runtime (default: the "
+                                                               "runtime's own)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of a table."),
 ) -> None:
-    """INT8 post-training quantization for OpenVINO (NNCF), ONNX Runtime (QDQ) or TensorRT (Q/DQ ONNX)."""
+    """Quantize a model to INT8 after training.
+
+    Post-training quantization for OpenVINO (NNCF), ONNX Runtime (QDQ) or
+    TensorRT (Q/DQ ONNX) with a calibration manifest; with --data an accuracy
+    guard refuses a model that loses more than --max-drop top-1 points.
+
+    Example: edgevid quantize runs/x3d -t openvino -c calib/x3d.json -d data/synth
+    """
     from edgevid.compress.quantize import quantize
 
     result = quantize(artifact, target, calib, out=out, data=data, max_drop=max_drop, method=method,
@@ -436,13 +525,21 @@ def prune_cmd(
     global_pruning: bool = typer.Option(False, "--global/--uniform", help="One ranking across layers, or the "
                                                                           "same fraction of every layer."),
     round_to: int | None = typer.Option(None, "--round-to", help="Keep channel counts multiples of this."),
-    out: str | None = typer.Option(None, "--out", "-o", help="Output run directory (default <run>-pruned<pct>)."),
+    out: str | None = typer.Option(None, "--out", "-o", help="Output run directory (default: <run>-pruned<pct>)."),
     overrides: list[str] = typer.Argument(None, help="Recipe overrides for fine-tuning, e.g. optim.lr=0.002."),
     val_clips: int | None = typer.Option(None, "--val-clips", help="Val clips for the report's top-1 (0: skip)."),
     bench_iters: int = typer.Option(20, "--bench-iters", help="Latency iterations per model and backend."),
-    threads: int | None = typer.Option(None, "--threads", help="CPU threads for the runtimes."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads of each runtime (default: the "
+                                                               "runtime's own)."),
 ) -> None:
-    """Structured channel pruning (Torch-Pruning DepGraph) to a MAC budget, then fine-tuning; before/after report."""
+    """Prune channels of a trained model to a MAC budget.
+
+    Structured channel pruning (Torch-Pruning DepGraph), then fine-tuning with
+    the run's recipe; the report compares params, MACs, top-1 and latency before
+    and after.
+
+    Example: edgevid prune runs/x3d -r 0.3 -d data/synth --finetune-epochs 2
+    """
     from edgevid.compress.pruning import prune
 
     result = prune(run, ratio, data, finetune_epochs=finetune_epochs, importance=importance,

@@ -1,6 +1,8 @@
-"""TensorRT export: build plans for TensorRT 10 and 11, profiles, the trtexec line, and the missing-package path.
-The engine build itself runs only where the real tensorrt package and a CUDA GPU are present."""
+"""TensorRT export: build plans for TensorRT 10 and 11, profiles (clip and streaming ONNX), the trtexec line, the
+streaming parity check, and the missing-package path. The engine build itself runs only where the real tensorrt
+package and a CUDA GPU are present."""
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -9,10 +11,20 @@ from edgevid.checkpoint import save_checkpoint
 from edgevid.cli import main
 from edgevid.errors import EdgevidError
 from edgevid.export import TensorRTUnavailableError, export
-from edgevid.export.tensorrt import build_plan, shape_profiles
+from edgevid.export.base import ExportOptions, open_source
+from edgevid.export.tensorrt import (
+    ShapeRanges,
+    build_plan,
+    onnx_input_shapes,
+    profile_shapes,
+    shape_profiles,
+    streaming_graph_parity,
+)
 from edgevid.meta import ArtifactMeta, read_meta
 from edgevid.models import create_model
 from edgevid.runtime import load
+from edgevid.runtime.onnx_backend import OnnxRuntimePredictor
+from edgevid.runtime.streaming import load_streaming
 from edgevid.runtime.tensorrt_backend import TensorRTPredictor, tensorrt_module
 
 TRT, _ = tensorrt_module()
@@ -25,6 +37,17 @@ def ckpt(tmp_path_factory):
     meta = ArtifactMeta(model="tiny3d", classes=["a", "b", "c"], frames=4, size=32, sampling_stride=2,
                         mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225), arch={"width": 4})
     return save_checkpoint(tmp_path_factory.mktemp("trt") / "best.pt", create_model("tiny3d", 3, width=4), meta)
+
+
+@pytest.fixture(scope="module")
+def stream_onnx(tmp_path_factory):
+    """The streaming ONNX of a tiny online TSM (frame + 14 state inputs), through the real streaming export."""
+    arch = {"shift_mode": "online", "width_mult": 0.25}
+    meta = ArtifactMeta(model="tsm_mobilenetv2", classes=["a", "b", "c"], frames=3, size=32, sampling_stride=2,
+                        mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225), arch=arch)
+    root = tmp_path_factory.mktemp("trt-stream")
+    ckpt = save_checkpoint(root / "tsm.pt", create_model("tsm_mobilenetv2", 3, **arch).eval(), meta)
+    return export(ckpt, "onnx", out=root / "tsm.stream.onnx", streaming=True).path
 
 
 def test_build_plans_for_tensorrt_10_and_11():
@@ -111,3 +134,64 @@ def test_engine_build_and_parity(ckpt, tmp_path, precision):
     assert predictor.predict(torch.randn(3, 3, 4, 32, 32).numpy()).shape == (3, 3)
     with pytest.raises(EdgevidError, match="outside the engine's profile"):
         predictor.predict(torch.randn(5, 3, 4, 32, 32).numpy())
+
+
+def test_profiles_cover_every_input_of_a_streaming_onnx(stream_onnx):
+    inputs = onnx_input_shapes(stream_onnx)
+    states = read_meta(stream_onnx).extra["streaming"]["states"]
+    assert list(inputs) == ["frame", *(s["name"] for s in states)]
+    assert inputs["frame"] == (-1, 3, 1, 32, 32) and inputs["step"] == (1,)
+    profiles = profile_shapes(inputs, ShapeRanges(batch=(1, 2, 4)))
+    assert set(profiles) == {name for name, shape in inputs.items() if -1 in shape} == set(inputs) - {"step"}
+    for name, (low, opt, high) in profiles.items():
+        static = inputs[name][1:]
+        assert (low, opt, high) == ((1, *static), (2, *static), (4, *static)), name
+    assert profiles["sum.pool"] == ((1, 1280, 1, 1, 1), (2, 1280, 1, 1, 1), (4, 1280, 1, 1, 1))
+    meta = read_meta(stream_onnx)
+    assert shape_profiles(stream_onnx, meta, 4) == profile_shapes(inputs, ShapeRanges(batch=(1, 1, 4)))
+
+
+def test_profile_shapes_time_axis_and_bad_dynamic_axes():
+    ranges = ShapeRanges(batch=(1, 1, 8), time=(2, 4, 8), time_input="clip")
+    assert profile_shapes({"clip": (-1, 3, -1, 32, 32), "fixed": (1, 4)}, ranges) == {
+        "clip": ((1, 3, 2, 32, 32), (1, 3, 4, 32, 32), (8, 3, 8, 32, 32))}
+    with pytest.raises(ValueError, match="input other axis 2 is dynamic"):
+        profile_shapes({"other": (-1, 3, -1, 32, 32)}, ranges)
+    with pytest.raises(ValueError, match="input clip axis 3 is dynamic"):
+        profile_shapes({"clip": (-1, 3, 4, -1, 32)}, ranges)
+
+
+def test_streaming_onnx_gives_a_trtexec_line_with_every_state(stream_onnx, tmp_path):
+    result = export(stream_onnx, "trt", out=tmp_path / "s.engine", onnx_only=True, batch_max=4)
+    assert result.path == stream_onnx and result.meta.streaming
+    flags = {flag.split("=", 1)[0]: flag.split("=", 1)[1] for flag in result.command.split() if "Shapes=" in flag}
+    names = [name for name, shape in onnx_input_shapes(stream_onnx).items() if -1 in shape]
+    for flag, batch in (("--minShapes", 1), ("--optShapes", 1), ("--maxShapes", 4)):
+        shapes = dict(item.rsplit(":", 1) for item in flags[flag].split(","))
+        assert list(shapes) == names and shapes["frame"] == f"{batch}x3x1x32x32"
+        assert shapes["buffer.backbone.features.1.temporal"] == f"{batch}x16x16x1"
+
+
+def test_streaming_graph_parity_steps_both_graphs_and_catches_a_difference(stream_onnx, tmp_path):
+    options = ExportOptions(parity_clips=2)
+    source = open_source(stream_onnx)
+    parity = streaming_graph_parity(source, OnnxRuntimePredictor.open(stream_onnx), options, "same")
+    assert parity.passed and parity.max_abs_diff < 1e-5 and parity.clips == 2
+    graph = onnx.load(str(stream_onnx))
+    bias = next(init for init in graph.graph.initializer if list(init.dims) == [3])  # the classifier's bias
+    shifted = onnx.numpy_helper.to_array(bias) + np.array([0.5, 0, 0], np.float32)
+    bias.CopyFrom(onnx.numpy_helper.from_array(shifted, bias.name))
+    onnx.save(graph, str(tmp_path / "changed.onnx"))
+    with pytest.raises(EdgevidError, match="changed: streaming parity check failed"):
+        streaming_graph_parity(source, OnnxRuntimePredictor.open(tmp_path / "changed.onnx"), options, "changed")
+
+
+@needs_tensorrt
+@pytest.mark.tensorrt
+def test_streaming_engine_build_and_steps(stream_onnx, tmp_path):
+    result = export(stream_onnx, "trt", out=tmp_path / "s.engine", batch_max=2)
+    assert result.parity.passed and result.meta.streaming
+    predictor = load_streaming(result.path, device="cuda")
+    assert predictor.step(torch.randn(2, 3, 1, 32, 32).numpy()).shape == (2, 3)
+    with pytest.raises(EdgevidError, match="the engine takes inputs frame"):
+        load(result.path, device="cuda").predict(torch.randn(1, 3, 3, 32, 32).numpy())

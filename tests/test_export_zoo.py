@@ -14,11 +14,11 @@ from edgevid.runtime import load
 FAMILIES = {
     "tiny3d": ("tiny3d", {"width": 4}, 4, 32, True),
     "x3d": ("x3d_xs", {}, 4, 32, True),
-    "video_resnet": ("r2plus1d_18", {}, 8, 32, True),
+    "video_resnet": ("r2plus1d_18", {"layers": (1, 1, 1, 1)}, 8, 32, True),
     "c3d": ("c3d", {"fc_dim": 32, "fc6_grid": 1}, 16, 32, None),
-    "i3d": ("i3d_r50", {}, 8, 32, None),
-    "p3d": ("p3d_r50", {}, 16, 32, None),
-    "slowfast": ("slowfast_r18", {}, 8, 32, None),
+    "i3d": ("i3d_r50", {"layers": (1, 1, 1, 1)}, 8, 32, None),
+    "p3d": ("p3d_r50", {"layers": (1, 1, 1, 1)}, 16, 32, None),
+    "slowfast": ("slowfast_r18", {"layers": (1, 1, 1, 1)}, 8, 32, None),
     "tsm": ("tsm_mobilenetv2", {"width_mult": 0.25}, 4, 32, None),
 }
 

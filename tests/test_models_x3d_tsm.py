@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from edgevid.models import count_macs, count_params, create_model, get_spec
-from edgevid.models.layers import CausalConv3d, DropPath
+from edgevid.models.layers import CausalConv3d, DropPath, conv3d
 from edgevid.models.mobilenetv2 import MobileNetV2
 from edgevid.models.resnet2d import resnet2d
 from edgevid.models.tsm import TemporalShift
@@ -284,3 +284,21 @@ def test_bad_input_raises_value_error(name):
         model(torch.empty(3, 4, 64, 64, device="meta"))
     with pytest.raises(ValueError, match="3 input channels"):
         model(torch.empty(1, 1, 4, 64, 64, device="meta"))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_depthwise_training_path_matches_native_conv3d(causal):
+    torch.manual_seed(0)
+    conv = conv3d(6, 6, 3, stride=(1, 2, 2), padding=1, groups=6, bias=True, causal=causal).train()
+    x = torch.randn(2, 6, 5, 9, 9, requires_grad=True)
+    out = conv(x)
+    out.square().sum().backward()
+    fast = (out.detach(), x.grad.clone(), conv.weight.grad.clone())
+    x.grad, conv.weight.grad = None, None
+    padded = torch.nn.functional.pad(x, (0, 0, 0, 0, 2, 0)) if causal else x
+    native = torch.nn.functional.conv3d(padded, conv.weight, conv.bias, conv.stride, conv.padding, groups=6)
+    native.square().sum().backward()
+    assert out.shape == native.shape
+    torch.testing.assert_close(fast[0], native.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast[1], x.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fast[2], conv.weight.grad, rtol=1e-4, atol=1e-4)

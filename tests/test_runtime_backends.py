@@ -49,6 +49,19 @@ def test_backends_are_picked_by_suffix_and_honour_threads(artifacts):
     assert list(named) == ["logits"] and named["logits"].shape == (1, 2)
 
 
+def test_openvino_shares_inputs_but_returns_outputs_the_next_call_does_not_overwrite(artifacts):
+    ov, reference = load(artifacts["xml"], threads=1), load(artifacts["onnx"], threads=1)
+    rng = np.random.default_rng(1)
+    first, second = (rng.standard_normal((2, 3, 4, 32, 32)).astype(np.float32) for _ in range(2))
+    kept = ov.run_named({"clip": first})["logits"]
+    again = ov.run_named({"clip": second})["logits"]  # same shapes: the same infer request runs again
+    assert len(ov._compiled) == 1 and not np.shares_memory(kept, again)
+    np.testing.assert_allclose(kept, reference.predict(first), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(again, reference.predict(second), atol=1e-4, rtol=0)
+    with pytest.raises(EdgevidError, match=r"missing input\(s\) clip"):
+        ov.run_named({"frame": first})
+
+
 def test_wrong_input_shape_names_file_and_expected_shape(artifacts):
     for kind in ("onnx", "xml"):
         predictor = load(artifacts[kind])

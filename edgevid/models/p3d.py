@@ -138,4 +138,5 @@ class P3DResNet(VideoModel):
                 std=IMAGENET_STD)
 def p3d_r50(num_classes: int = 400, head: str = "clip", **overrides) -> P3DResNet:
     """P3D ResNet-50 (Qiu 2017): P3D-A/B/C bottlenecks (``variant``, cycled by default); 16 consecutive frames x 160."""
-    return P3DResNet((3, 4, 6, 3), num_classes, head, **overrides)
+    overrides.setdefault("layers", (3, 4, 6, 3))
+    return P3DResNet(num_classes=num_classes, head=head, **overrides)

@@ -196,18 +196,23 @@ _VIDEO_RESNET_SPEC = dict(family="video_resnet", frames=16, size=112, sampling_r
 @register_model("r3d_18", **_VIDEO_RESNET_SPEC)
 def r3d_18(num_classes: int = 400, head: str = "clip", **overrides) -> VideoResNet:
     """R3D-18 (Tran 2018): 3x3x3 convs in every stage; 16 frames x 112, every 4th frame (edgevid default)."""
-    return VideoResNet(BasicBlock, [conv3d_simple] * 4, (2, 2, 2, 2), basic_stem, num_classes, head, **overrides)
+    overrides.setdefault("layers", (2, 2, 2, 2))
+    return VideoResNet(BasicBlock, [conv3d_simple] * 4, stem=basic_stem, num_classes=num_classes, head=head,
+                       **overrides)
 
 
 @register_model("mc3_18", **_VIDEO_RESNET_SPEC)
 def mc3_18(num_classes: int = 400, head: str = "clip", **overrides) -> VideoResNet:
     """MC3-18 (Tran 2018): 3D convs in stage 1, 1x3x3 after (T kept); 16x112, every 4th frame (edgevid default)."""
     overrides.setdefault("temporal_strides", (1, 1, 1, 1))
-    return VideoResNet(BasicBlock, [conv3d_simple] + [conv3d_no_temporal] * 3, (2, 2, 2, 2), basic_stem,
-                       num_classes, head, **overrides)
+    overrides.setdefault("layers", (2, 2, 2, 2))
+    return VideoResNet(BasicBlock, [conv3d_simple] + [conv3d_no_temporal] * 3, stem=basic_stem,
+                       num_classes=num_classes, head=head, **overrides)
 
 
 @register_model("r2plus1d_18", **_VIDEO_RESNET_SPEC)
 def r2plus1d_18(num_classes: int = 400, head: str = "clip", **overrides) -> VideoResNet:
     """R(2+1)D-18 (Tran 2018): factorised 1x3x3 + 3x1x1 convs; 16x112, every 4th frame (edgevid default)."""
-    return VideoResNet(BasicBlock, [conv2plus1d] * 4, (2, 2, 2, 2), r2plus1d_stem, num_classes, head, **overrides)
+    overrides.setdefault("layers", (2, 2, 2, 2))
+    return VideoResNet(BasicBlock, [conv2plus1d] * 4, stem=r2plus1d_stem, num_classes=num_classes, head=head,
+                       **overrides)

@@ -93,10 +93,19 @@ class OpenVINOPredictor(Predictor):
         return self._compiled[key]
 
     def run_named(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the IR on named inputs (e.g. a streaming model's frame and states); outputs by name."""
+        """Run the IR on named inputs (e.g. a streaming model's frame and states); outputs by name.
+
+        The inputs are shared with the infer request, not copied (C-contiguous arrays of the input's type; others
+        are converted) and must not change during the call. The outputs are copied once out of the request's
+        tensors, which the next call on the same shapes overwrites, so the caller may keep them.
+        """
+        missing = [name for name in self.input_names if name not in feeds]
+        if missing:
+            raise EdgevidError(f"{self.path}: missing input(s) {', '.join(missing)} (the IR takes "
+                               f"{', '.join(self.input_names)})")
         request = self.request_for({name: tuple(value.shape) for name, value in feeds.items()})
-        request.infer(feeds)
-        return {name: request.get_tensor(name).data.copy() for name in self.output_names}
+        results = request.infer(feeds, share_inputs=True, share_outputs=False)
+        return {name: results[name] for name in self.output_names}
 
     def _run(self, clips: np.ndarray) -> np.ndarray:
         out = self.run_named({self.input_names[0]: clips})[self.output_names[0]]

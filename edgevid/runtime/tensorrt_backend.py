@@ -93,9 +93,13 @@ class TensorRTPredictor(Predictor):
         return clips
 
     def run_named(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the engine on named host arrays; outputs by name, copied back to the host."""
+        """Run the engine on named host arrays, one per engine input (a streaming engine's frame and states):
+        every input's shape is set and every tensor bound by name; outputs by name, copied back to the host."""
         import torch
 
+        if set(feeds) != set(self.input_names):
+            raise EdgevidError(f"{self.path}: the engine takes inputs {', '.join(self.input_names)}; got "
+                               f"{', '.join(feeds) or 'none'}")
         with torch.cuda.device(torch.device(self.device)):
             stream = torch.cuda.current_stream()
             inputs = {name: torch.from_numpy(np.ascontiguousarray(value)).to(self.device, self.dtypes[name])
@@ -112,7 +116,8 @@ class TensorRTPredictor(Predictor):
             if not self.context.execute_async_v3(stream.cuda_stream):
                 raise EdgevidError(f"{self.path}: TensorRT execution failed")
             stream.synchronize()
-            return {name: tensor.float().cpu().numpy() for name, tensor in outputs.items()}
+            return {name: (tensor.float() if tensor.is_floating_point() else tensor).cpu().numpy()
+                    for name, tensor in outputs.items()}
 
     def _run(self, clips: np.ndarray) -> np.ndarray:
         return self.run_named({self.input_names[0]: clips})[self.output_names[0]]

@@ -1,0 +1,184 @@
+"""Regenerate ``benchmarks/README.md`` from the committed results under ``benchmarks/results/<machine>/``.
+
+For every machine folder and every known study whose Markdown results exist (``<study>.md``; ``*_quick`` and
+``*_history`` files are skipped), the README gets a section: what the study measures and its target, the command
+that reproduces it, the results table (the file's own ``# <study>`` heading dropped, its other headings moved
+under the section) and the study's PNG plots. Result files of studies not listed here are linked at the end of
+their machine's section. Usage::
+
+    .venv/bin/python -m benchmarks.make_readme
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from edgevid.utils.atomic import write_text_atomic
+
+BENCHMARKS = Path(__file__).resolve().parent
+RESULTS = BENCHMARKS / "results"
+README = BENCHMARKS / "README.md"
+SKIPPED_SUFFIXES = ("_quick", "_history")
+
+# study -> (title, what it measures and its target, the command that reproduces it)
+STUDIES: dict[str, tuple[str, str, str]] = {
+    "training": (
+        "Training: accuracy within a time budget",
+        "Every shipped recipe (X3D-XS, TSM-R18, R(2+1)D-18 and the single-frame X3D-XS baseline) trains with "
+        "`edgevid train` on `edgevid data synth` defaults (8 classes, 480 train / 120 val videos); the clock counts "
+        "everything from the `train` call, and a run stops at the 15-minute budget. Reported per recipe: input, "
+        "params, GMACs, epochs, minutes, best val top-1 and the minute it first reached 90%. Target: X3D-XS reaches "
+        "at least 90% val top-1 within 15 minutes; the single-frame baseline should stay near chance (12.5%), "
+        "since the synthetic classes differ only over time.",
+        ".venv/bin/python -m benchmarks.bench_training  # --quick: a small set, 1 epoch each (pipeline check)",
+    ),
+    "data_throughput": (
+        "Data pipeline throughput",
+        "Synthetic data generation time, CPU milliseconds per clip to decode and to decode + augment + normalise, "
+        "and clips/s of the real training loader with 2 workers, next to the X3D-XS training step rate measured "
+        "on random clips. Target: the loader delivers at least 2x the clips/s that training consumes.",
+        ".venv/bin/python -m benchmarks.data_throughput [--workers 2] [--epochs 3]",
+    ),
+    "backends": (
+        "Backends: PyTorch eager vs ONNX Runtime vs OpenVINO",
+        "Batch-1 latency (median and p95 from one run, backends timed round-robin) of X3D-XS, TSM-R18 and "
+        "R(2+1)D-18 exported with `edgevid export` and run through `edgevid.runtime.load`, FP32 and OpenVINO FP16, "
+        "with the achieved GFLOP/s against a 2048^3 FP32 matmul measured in the same run, and a few OpenVINO / "
+        "ONNX Runtime settings for X3D-XS. Target: the best backend is at least 4x faster than PyTorch eager for "
+        "X3D-XS (4x160x160).",
+        ".venv/bin/python -m benchmarks.bench_backends [--iters 30] [--models x3d_xs,tsm_r18,r2plus1d_18]",
+    ),
+    "int8": (
+        "INT8 post-training quantization",
+        "Each recipe-trained model (X3D-XS, TSM-R18, R(2+1)D-18) quantized with `edgevid quantize` for OpenVINO "
+        "(NNCF), ONNX Runtime (QDQ) and TensorRT (symmetric Q/DQ ONNX, run in ONNX Runtime here), from a 128-clip "
+        "calibration manifest, with the accuracy guard at `--max-drop 1.0`; FP32 and INT8 batch-1 latency "
+        "interleaved on the same backend. Targets: INT8 top-1 within 1.0 point of FP32 on OpenVINO and ONNX "
+        "Runtime; INT8 at least 1.5x faster than FP32 on the same backend for TSM-R18 and R(2+1)D-18.",
+        ".venv/bin/python -m benchmarks.bench_int8 [--num 128] [--recipes x3d_xs tsm_r18 r2plus1d_18]",
+    ),
+    "int8_calibration_size": (
+        "INT8: how many calibration clips are enough",
+        "INT8 top-1 of one model against the size N of the calibration manifest, without the accuracy guard "
+        "(the table behind `calibration/README.md`).",
+        ".venv/bin/python -m benchmarks.bench_int8 --sweep 8 16 32 64 128 --sweep-recipe x3d_xs",
+    ),
+    "pruning": (
+        "Structured pruning",
+        "`edgevid prune RUN --ratio 0.5` on each recipe-trained model (Torch-Pruning DepGraph, L2 importance, "
+        "uniform channel ratio found by bisection on MACs), fine-tuned with the run's recipe; original vs pruned "
+        "params, GMACs, val top-1 and batch-1 latency on PyTorch, ONNX Runtime and OpenVINO, timed interleaved. "
+        "Targets: top-1 within 2 points of the original, at least 1.4x faster.",
+        ".venv/bin/python -m benchmarks.bench_pruning [--ratio 0.5] [--finetune-epochs N]",
+    ),
+    "streaming": (
+        "Streaming: one new frame vs the whole clip",
+        "Online TSM-R18 (8x224) and causal X3D-XS (8x160): the clip export and the streaming export (`edgevid "
+        "export --streaming`, states as inputs/outputs), on ONNX Runtime and OpenVINO, measured in alternating "
+        "blocks in the same run; the streaming exports are checked frame by frame against the causal clip model. "
+        "Target: step p50 at most 0.35x clip p50 (the ideal for T=8 is 0.125).",
+        ".venv/bin/python -m benchmarks.bench_streaming [--rounds 5] [--iters 10]",
+    ),
+    "live": (
+        "Live loop: latency, frame drops, memory",
+        "`run_live` on a synthetic 30 fps video played like a camera (`--realtime`): a model faster than the frame "
+        "interval (tiny3d, OpenVINO), X3D-XS (OpenVINO) and one far slower (R(2+1)D-18, PyTorch eager), plus a "
+        "5000-frame memory run. Targets: end-to-end latency p95 (capture timestamp to label) at most model p95 + "
+        "5 ms when the model keeps up; frames dropped, never queued, when it does not; RSS growth under 10 MB "
+        "between frame 500 and frame 5000.",
+        ".venv/bin/python -m benchmarks.bench_live [--seconds 20] [--memory-frames 5000]",
+    ),
+    "formats": (
+        "Every format of the demo model (`edgevid bench`)",
+        "`edgevid bench` on the X3D-XS trained by `make demo`: every target x precision at batch 1 and 4, with "
+        "size, val top-1, latency p50/p95/p99, FPS, peak RSS and GMACs in one table; formats that cannot run here "
+        "(TensorRT without a GPU) are recorded with the reason. This is the table to decide what to ship from.",
+        "make demo && .venv/bin/python -m benchmarks.bench_formats [--seconds 10] [--batch 1,4]",
+    ),
+}
+
+INTRO = """# Benchmarks
+
+Every study is one script in this folder. Each writes its results under `benchmarks/results/<machine>/`, where
+`<machine>` names the hardware (`cpu-<cores>c-<short cpu model>`, from `edgevid.utils.machine.machine_name()`),
+so results from different devices never overwrite each other: JSON (the raw rows and the machine info: CPU model,
+cores, RAM, OS, library versions, load average), a Markdown table, and PNG plots where useful. Run the scripts from
+the repository root; this page is regenerated from the results with `.venv/bin/python -m benchmarks.make_readme`.
+
+The committed results come from a shared 2-core cloud VM that other jobs were using at the same time: absolute
+latencies are noisy (each file records the load average). Compare ratios measured within one run (speed-ups,
+step/clip, INT8/FP32), which every study reports, rather than milliseconds across runs or machines.
+
+On a Jetson, follow [JETSON.md](JETSON.md): install on JetPack, build TensorRT engines with
+`edgevid export --target trt`, benchmark them with `edgevid bench` and `trtexec`, and read power and memory.
+"""
+
+
+def _link(path: Path, base: Path) -> str:
+    return Path(os.path.relpath(path, base)).as_posix()
+
+
+def _is_study_file(path: Path) -> bool:
+    return path.suffix == ".md" and not path.stem.endswith(SKIPPED_SUFFIXES)
+
+
+def _owner(image: Path, studies: list[str]) -> str | None:
+    """The study a plot belongs to: the longest study name its file name starts with."""
+    stem = image.stem
+    if any(marker in stem for marker in SKIPPED_SUFFIXES):
+        return None
+    matches = [s for s in studies if stem == s or stem.startswith(s + "_")]
+    return max(matches, key=len, default=None)
+
+
+def _embedded(markdown: str) -> str:
+    """A results file's Markdown without its top-level ``# name`` heading, other headings two levels deeper."""
+    lines = markdown.strip().splitlines()
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+    return "\n".join(re.sub(r"^(#{1,4}) ", r"\1## ", line) for line in lines).strip()
+
+
+def study_section(study: str, markdown: str, images: list[str]) -> str:
+    """The README section of one study: title, description, command, results and plots (``images``: links)."""
+    title, description, command = STUDIES[study]
+    parts = [f"### {title}", description, f"```bash\n{command}\n```", _embedded(markdown)]
+    parts += [f"![{Path(link).stem}]({link})" for link in images]
+    return "\n\n".join(parts)
+
+
+def machine_section(machine_dir: Path, readme_dir: Path) -> str:
+    """Every known study found in one machine folder, then links to its other result files."""
+    found = [s for s in STUDIES if (machine_dir / f"{s}.md").is_file()]
+    images: dict[str, list[str]] = {s: [] for s in found}
+    for image in sorted(machine_dir.glob("*.png")):
+        owner = _owner(image, found)
+        if owner:
+            images[owner].append(_link(image, readme_dir))
+    parts = [f"## `{machine_dir.name}`"]
+    parts += [study_section(s, (machine_dir / f"{s}.md").read_text(encoding="utf-8"), images[s]) for s in found]
+    others = [p for p in sorted(machine_dir.glob("*.md")) if _is_study_file(p) and p.stem not in STUDIES]
+    if others:
+        parts.append("Other result files: " + ", ".join(f"[{p.name}]({_link(p, readme_dir)})" for p in others))
+    if not found and not others:
+        parts.append("No results yet.")
+    return "\n\n".join(parts)
+
+
+def render(results: Path, readme_dir: Path) -> str:
+    """The whole README for every machine folder under ``results``."""
+    machines = sorted(d for d in results.iterdir() if d.is_dir()) if results.is_dir() else []
+    sections = [machine_section(d, readme_dir) for d in machines] or ["No results yet: run the scripts above."]
+    return "\n\n".join([INTRO.strip(), *sections]) + "\n"
+
+
+def main(results: Path = RESULTS, out: Path = README) -> Path:
+    """Write the README for ``results`` to ``out`` (atomically) and return its path."""
+    write_text_atomic(out, render(results, out.parent))
+    return out
+
+
+if __name__ == "__main__":
+    print(f"wrote {main()}")
