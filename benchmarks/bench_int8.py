@@ -155,12 +155,15 @@ def main() -> None:
             if recipe == args.sweep_recipe and args.sweep:
                 sweep = calibration_sweep(recipe, run, data, valset, args.sweep, work, args.threads)
     load_avg = info.get("load_avg_1_5_15")
+    guard = (f"accuracy guard --max-drop {args.max_drop:g}" if args.max_drop < 100
+             else "no accuracy guard (--max-drop 100): plain post-training quantization")
     notes = (
         f"Data: `{data}` (edgevid data synth defaults: 8 classes, 480 train / 120 val videos). Models: the runs in "
         f"`{args.runs}` trained with the shipped recipes. Calibration: {args.num} clips from the training split "
-        f"(class-stratified manifests in `calibration/`); accuracy guard --max-drop {args.max_drop:g}. "
-        "top1: val split, centre clip; drop: FP32 top-1 minus this row's (points). float_layers: weighted layers the "
-        "guard kept in float. Latency: batch 1, p50/p95 over interleaved rounds of FP32 and INT8 in the same run; "
+        f"(class-stratified manifests in `calibration/`); {guard}. "
+        "top1: val split, centre clip; drop: FP32 top-1 minus this row's (points). float_layers: weighted layers left "
+        "in float (by the guard, or by NNCF's own scheme). Latency: batch 1, p50/p95 over interleaved rounds of "
+        "FP32 and INT8 in the same run; "
         "speedup = FP32 p50 / INT8 p50 on the same backend. The TensorRT row is the symmetric Q/DQ ONNX run in ONNX "
         f"Runtime (no GPU here); its size is the ONNX. agreement: share of val clips where INT8 and FP32 pick the "
         f"same class. Shared 2-core machine (load average {load_avg} at the start of the last invocation; each "

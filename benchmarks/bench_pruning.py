@@ -23,15 +23,32 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import shutil
+import tempfile
 from pathlib import Path
 
 from benchmarks.bench_int8 import RECIPES, ROOT, ensure_run
 from benchmarks.bench_training import ensure_data
 from benchmarks.common import machine_info, merged_rows, stamp, write_results
-from edgevid.compress.pruning import default_out, prune
+from edgevid.checkpoint import load_checkpoint, resolve_checkpoint
+from edgevid.compress.accuracy import ValidationSet
+from edgevid.compress.pruning import PruneResult, compare_models, default_out, print_prune_report, prune
+from edgevid.meta import read_meta
 
 COLUMNS = ["recipe", "model", "backend", "params_m", "gmacs", "top1", "drop", "p50_ms", "p95_ms", "speedup",
            "status"]
+
+
+def report_existing(run: Path, out: Path, data: Path, iters: int, threads: int | None) -> PruneResult:
+    """The before/after report of a pruned run already fine-tuned in ``out`` (by an interrupted invocation)."""
+    checkpoint = resolve_checkpoint(out)
+    info = load_checkpoint(out / "pruned.pt").meta.extra["pruning"]
+    info["finetune_epochs"] = len((out / "metrics.csv").read_text().splitlines()) - 1
+    valset = ValidationSet.load(data, read_meta(run))
+    with tempfile.TemporaryDirectory(prefix=".prune-report-", dir=out) as work:
+        rows = compare_models(resolve_checkpoint(run), checkpoint, valset=valset, iters=iters, threads=threads,
+                              work=Path(work))
+    print_prune_report(rows, f"pruning {read_meta(run).model}: {info['mac_reduction']:.1%} of MACs removed")
+    return PruneResult(out, checkpoint, info, rows)
 
 
 def main() -> None:
@@ -46,6 +63,8 @@ def main() -> None:
     parser.add_argument("--global-pruning", action="store_true", help="Global instead of uniform ratio.")
     parser.add_argument("--iters", type=int, default=20, help="Latency iterations per model and backend.")
     parser.add_argument("--threads", type=int, help="Runtime threads (default: the runtimes' own).")
+    parser.add_argument("--reuse", action="store_true",
+                        help="Report a pruned run already fine-tuned in <run>-pruned<percent> instead of redoing it.")
     args = parser.parse_args()
 
     data = ensure_data(args.data, quick=False)
@@ -54,10 +73,14 @@ def main() -> None:
     for recipe in args.recipes:
         run = ensure_run(recipe, data, args.runs, args.train_epochs)
         out = default_out(run, args.ratio)
-        if out.exists():
-            shutil.rmtree(out)
-        result = prune(run, args.ratio, data, finetune_epochs=args.finetune_epochs, importance=args.importance,
-                       global_pruning=args.global_pruning, out=out, bench_iters=args.iters, threads=args.threads)
+        if args.reuse and (out / "best.pt").is_file():
+            result = report_existing(run, out, data, args.iters, args.threads)
+        else:
+            if out.exists():
+                shutil.rmtree(out)
+            result = prune(run, args.ratio, data, finetune_epochs=args.finetune_epochs, importance=args.importance,
+                           global_pruning=args.global_pruning, out=out, bench_iters=args.iters,
+                           threads=args.threads)
         original = {r["backend"]: r.get("top1") for r in result.rows if r["model"] == "original"}
         recipe_rows = []
         for row in result.rows:
@@ -72,7 +95,8 @@ def main() -> None:
         f"Data: `{data}`. Pruning: {args.ratio:.0%} of the MACs removed (Torch-Pruning DepGraph, {args.importance} "
         f"importance, {'global' if args.global_pruning else 'uniform'} channel ratio by bisection), then "
         "fine-tuned with the run's recipe (finetune_epochs per row). top1: val split, centre clip; drop: original "
-        "top-1 minus pruned (points). Latency: batch 1, original and pruned interleaved in the same run; speedup = "
+        "top-1 minus pruned (points); negative when the original was under-trained and the fine-tuning epochs went on "
+        "training it. Latency: batch 1, original and pruned interleaved in the same run; speedup = "
         f"original p50 / pruned p50 on the same backend. Shared 2-core machine (load average {load_avg} at the "
         "start of the last invocation; each row has the 1-minute load when it was measured): absolute latencies "
         "are noisy, ratios from the same rounds are the numbers to read."

@@ -139,7 +139,7 @@ def run_recipe(name: str, data: Path, runs: Path, budget_s: float, overrides: li
     reached = next((r["minutes"] for r in within if r["val_top1"] >= TARGET_TOP1), None)
     model = create_model(recipe.model.name, num_classes=read_meta(run_dir).num_classes, **recipe.model.overrides)
     return {
-        "recipe": name, "model": recipe.model.name,
+        "recipe": name, "model": recipe.model.name, "budget_min": budget_s / 60,
         "input": f"{recipe.data.frames}x{recipe.data.size} ({recipe.data.sampling}"
                  f"{', stride ' + str(recipe.data.sampling_stride) if recipe.data.sampling == 'dense' else ''})",
         "params_m": count_params(model) / 1e6,
@@ -219,9 +219,9 @@ def main() -> None:
         history = json.loads(earlier.read_text())["rows"]
         for row in rows:
             row.setdefault("history", [h for h in history if h["recipe"] == row["recipe"]])
-    plot_runs(rows, args.budget_min, out / f"{name}_curves.png")
-    columns = ["recipe", "model", "input", "params_m", "gmacs", "optimizer", "epochs", "minutes", "best_val_top1",
-               "best_epoch", "final_val_top1", "min_to_90", "train_clips_per_s", "load_avg_1min"]
+    plot_runs(rows, TARGET_MINUTES, out / f"{name}_curves.png")
+    columns = ["recipe", "model", "input", "params_m", "gmacs", "optimizer", "budget_min", "epochs", "minutes",
+               "best_val_top1", "best_epoch", "final_val_top1", "min_to_90", "train_clips_per_s", "load_avg_1min"]
     x3d_row = next((r for r in rows if r["recipe"] == "x3d_xs"), None)  # this run's or an earlier one's
     summary = {
         "loader_clips_per_s": loader_rate, "x3d_xs_step_clips_per_s": step_rate,
@@ -232,9 +232,9 @@ def main() -> None:
     }
     source = "given" if args.data else "small synth set" if args.quick else "synth defaults"
     notes = (
-        f"Data: `{data}` ({source}). Budget {args.budget_min:g} min "
-        f"of wall-clock training per recipe (incl. validation each epoch); best val top-1 counts epochs that "
-        f"ended within it. Target: X3D-XS >= {TARGET_TOP1:g}% within {TARGET_MINUTES:g} min -> "
+        f"Data: `{data}` ({source}). budget_min: minutes of wall-clock training allowed to the recipe "
+        f"(incl. validation each epoch; the run stops after the epoch that passes it); best val top-1 counts "
+        f"epochs that ended within it. Target: X3D-XS >= {TARGET_TOP1:g}% within {TARGET_MINUTES:g} min -> "
         f"{'met' if summary['x3d_xs_target_met'] else 'NOT met'}.\n\n"
         f"Data loading vs X3D-XS training (x3d_xs recipe input, batch {x3d.train.batch_size}): loader "
         f"{loader_rate:.1f} clips/s with {args.workers} workers (decode + augment + normalise) vs "

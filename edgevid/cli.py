@@ -124,9 +124,9 @@ def eval_cmd(
         print(json.dumps(results, indent=2))
         return
     keys = [k for k in ("top1", "top5", "mean_class_acc", "frame_map", "miou") if k in results]
-    summary = [{"metric": k, "value": results[k]} for k in keys]
-    summary.append({"metric": "clips", "value": results["clips"]})
-    console.print(make_table(summary, ["metric", "value"], formats={"value": ".2f"},
+    summary = [{"metric": k, "value": f"{results[k]:.2f}"} for k in keys]
+    summary.append({"metric": "clips", "value": str(results["clips"])})
+    console.print(make_table(summary, ["metric", "value"],
                              title=f"{results['model']} ({results['backend']}) on {split}, {results['views']} views"))
     per_class = [{"class": name, "accuracy": acc} for name, acc in results["per_class_acc"].items()]
     console.print(make_table(per_class, ["class", "accuracy"], title="per-class accuracy (%)",

@@ -161,3 +161,31 @@ def test_cli_quantize_reports_and_fails_cleanly(setup, tmp_path, capsys):
     assert main(["quantize", str(out), "-t", "trt", "-c", str(setup["calib"])]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "already INT8" in err and "\n" not in err.strip()
+
+
+@pytest.mark.parametrize(("axis", "ok"), [(1, True), (0, False)])
+def test_trt_check_wants_matmul_weights_per_output_channel(tmp_path, axis, ok):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgevid.compress.quant_onnx import qdq_summary
+    from edgevid.compress.quantize import _check_trt_qdq
+
+    weight = np.ones((4, 3), np.int8)
+    scales = np.full(weight.shape[axis], 0.1, np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("DequantizeLinear", ["w", "s", "z"], ["w_f"], axis=axis),
+         helper.make_node("MatMul", ["x", "w_f"], ["y"])],
+        "matmul", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(scales, "s"),
+         numpy_helper.from_array(np.zeros_like(scales, np.int8), "z")])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    summary = qdq_summary(path)
+    assert summary["output_channel_axes"] == {"w": 1}
+    if ok:
+        _check_trt_qdq(summary, path)
+    else:
+        with pytest.raises(EdgevidError, match="output-channel axis"):
+            _check_trt_qdq(summary, path)

@@ -1,5 +1,6 @@
 import _thread
 import json
+import signal
 import threading
 
 import cv2
@@ -131,8 +132,13 @@ class InterruptingSource(EndlessSource):
 
 
 def test_ctrl_c_stops_cleanly_and_still_writes_the_report(checkpoint, tmp_path):
+    # a shell's background job starts with SIGINT ignored, and then interrupt_main() does nothing
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     report = tmp_path / "r.json"
-    result = run_live(checkpoint, InterruptingSource(), LiveOptions(report=str(report)))
+    try:
+        result = run_live(checkpoint, InterruptingSource(), LiveOptions(report=str(report)))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert result.stop_reason == "interrupted"
     _check_report(json.loads(report.read_text()))
 

@@ -151,7 +151,8 @@ def qdq_summary(path: Path) -> dict:
     """Count Q/DQ nodes and check zero points: what TensorRT's explicit quantization needs to see.
 
     Returns ``{"quantize": n, "dequantize": n, "nonzero_zero_points": [...], "per_channel_axes": {...},
-    "weighted_float": [...], "weighted_int8": [...]}``.
+    "output_channel_axes": {...}, "weighted_float": [...], "weighted_int8": [...]}``; the output-channel axis of
+    a per-channel weight is 0 for convolutions and the last axis for a MatMul's [K, N] weight.
     """
     import onnx
     from onnx import numpy_helper
@@ -162,8 +163,9 @@ def qdq_summary(path: Path) -> dict:
         if node.op_type == "Constant":
             constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
     producers = {out: node for node in graph.node for out in node.output}
+    consumers = {name: node.op_type for node in graph.node for name in node.input}
     summary: dict = {"quantize": 0, "dequantize": 0, "nonzero_zero_points": [], "per_channel_axes": {},
-                     "weighted_float": [], "weighted_int8": []}
+                     "output_channel_axes": {}, "weighted_float": [], "weighted_int8": []}
     for node in graph.node:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             summary["quantize" if node.op_type == "QuantizeLinear" else "dequantize"] += 1
@@ -174,6 +176,9 @@ def qdq_summary(path: Path) -> dict:
             if scale is not None and scale.size > 1:
                 axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
                 summary["per_channel_axes"][node.input[0]] = axis
+                weight = constants.get(node.input[0])
+                matmul = consumers.get(node.output[0]) == "MatMul" and weight is not None
+                summary["output_channel_axes"][node.input[0]] = weight.ndim - 1 if matmul else 0
         elif node.op_type in QUANTIZABLE_OPS:
             weight = producers.get(node.input[1])
             quantized = weight is not None and weight.op_type == "DequantizeLinear"

@@ -16,6 +16,7 @@ LAYOUT_OPS = ("Reshape", "Transpose", "Concat", "StridedSlice", "Slice", "Squeez
               "VariadicSplit", "Gather", "Broadcast")
 INT8_TYPES = ("i8", "u8", "i4", "u4")
 RANKING_CLIPS = 48
+MAX_RESTORE_STEPS = 12
 
 
 def _advanced_parameters(method: str | None) -> Any:
@@ -66,7 +67,8 @@ def quantize_openvino_with_accuracy_control(
 ) -> Any:
     """``nncf.quantize_with_accuracy_control``: keeps the layers whose quantization costs most top-1 in float
     until the top-1 drop on ``validation`` (clip, label) pairs is at most ``max_drop`` points. Layers are ranked
-    on :data:`RANKING_CLIPS` of the validation clips (each ranking step re-compiles and re-runs the model)."""
+    on :data:`RANKING_CLIPS` of the validation clips (each ranking step re-compiles and re-runs the model); at most
+    :data:`MAX_RESTORE_STEPS` rounds of reverting layers."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
@@ -75,7 +77,8 @@ def quantize_openvino_with_accuracy_control(
         correct = [float(int(np.argmax(compiled_model(clip)[output])) == label) for clip, label in items]
         return float(np.mean(correct)) if correct else 0.0, correct
 
-    restorer = AdvancedAccuracyRestorerParameters(ranking_subset_size=min(RANKING_CLIPS, len(validation)))
+    restorer = AdvancedAccuracyRestorerParameters(ranking_subset_size=min(RANKING_CLIPS, len(validation)),
+                                                  max_num_iterations=MAX_RESTORE_STEPS)
     return nncf.quantize_with_accuracy_control(
         model,
         calibration_dataset=nncf.Dataset(list(calibration)),

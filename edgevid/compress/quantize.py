@@ -199,13 +199,15 @@ def _quantize_onnx_target(target: str, fp32_onnx: Path, clips: list[np.ndarray],
 
 
 def _check_trt_qdq(summary: dict, path: Path) -> None:
-    """TensorRT's explicit quantization: zero points 0 and per-channel scales only on axis 0 (weights)."""
+    """TensorRT's explicit quantization: zero points 0 and per-channel scales only along a weight's output
+    channels."""
     if summary["nonzero_zero_points"]:
         raise EdgevidError(f"{path}: Q/DQ nodes with non-zero zero points for TensorRT: "
                            f"{', '.join(summary['nonzero_zero_points'][:3])}")
-    bad_axes = {name: axis for name, axis in summary["per_channel_axes"].items() if axis != 0}
+    expected = summary["output_channel_axes"]
+    bad_axes = {name: axis for name, axis in summary["per_channel_axes"].items() if axis != expected.get(name, 0)}
     if bad_axes:
-        raise EdgevidError(f"{path}: per-channel Q/DQ on an axis other than 0 for TensorRT: {bad_axes}")
+        raise EdgevidError(f"{path}: per-channel Q/DQ off the output-channel axis for TensorRT: {bad_axes}")
 
 
 def _quantize_openvino_target(source: Path, fp32_onnx: Path | None, meta: ArtifactMeta, clips: list[np.ndarray],

@@ -227,7 +227,7 @@ class TensorRTExporter(Exporter):
         if trt is None:
             raise TensorRTUnavailableError(
                 f"tensorrt cannot be imported ({reason}); wrote {onnx_path}: build the engine on the device with "
-                f"the trtexec command above, or rerun there without --onnx-only", onnx_result)
+                f"the trtexec command above, or rerun this command where TensorRT is installed", onnx_result)
         engine = build_engine(trt, onnx_path, plan, ranges, opts.workspace_mb, timing_cache)
         parity = self._write(engine, meta, source, out)
         return ExportResult(self.target, opts.precision, out, meta, parity, onnx_path, command)
