@@ -36,6 +36,7 @@ from edgevid.meta import ArtifactMeta
 from edgevid.models import count_macs, create_model, get_spec
 from edgevid.runtime import load
 from edgevid.utils.console import console, make_table, progress
+from edgevid.utils.plotting import pyplot, save_figure
 
 MODELS = ("x3d_xs", "tsm_r18", "r2plus1d_18")
 BACKENDS = (("torch", "fp32"), ("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "fp16"))
@@ -92,11 +93,7 @@ def x3d_settings(xml: Path, onnx_path: Path, clip: np.ndarray, threads: int) -> 
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     models = list(dict.fromkeys(r["model"] for r in rows))
     labels = [f"{b} {p}" for b, p in BACKENDS]
     fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 4), squeeze=False)
@@ -111,12 +108,7 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set_title(f"{model} ({by_label['torch fp32']['input']})")
     axes[0][0].set_ylabel("batch-1 latency (ms): median, p95 whisker")
     fig.suptitle("edgevid backends on this CPU (random weights)")
-    fig.tight_layout()
-    from edgevid.utils.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main() -> None:

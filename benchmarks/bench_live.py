@@ -37,6 +37,7 @@ from edgevid.runtime.live import LiveOptions, run_live
 from edgevid.runtime.metrics import rss_mb
 from edgevid.runtime.sources import Source
 from edgevid.utils.console import console, make_table
+from edgevid.utils.plotting import pyplot, save_figure
 
 FPS = 30.0
 FRAME_SIZE = 240
@@ -153,23 +154,13 @@ def main() -> None:
 
 
 def plot_rss(curve: dict[int, float], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from edgevid.utils.atomic import atomic_path
-
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    fig, ax = pyplot().subplots(figsize=(6, 3.2))
     ax.plot(list(curve), list(curve.values()), marker="o", markersize=3)
     ax.set_xlabel("frame")
     ax.set_ylabel("RSS (MB)")
     ax.set_title("edgevid live: RSS over a long run")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 if __name__ == "__main__":

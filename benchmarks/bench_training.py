@@ -50,8 +50,8 @@ from edgevid.train import load_recipe, train
 from edgevid.train.engine import soft_cross_entropy
 from edgevid.train.optim import build_optimizer
 from edgevid.train.recipe import Recipe
-from edgevid.utils.atomic import atomic_path
 from edgevid.utils.console import console, make_table
+from edgevid.utils.plotting import pyplot, save_figure
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"
@@ -157,12 +157,7 @@ def run_recipe(name: str, data: Path, runs: Path, budget_s: float, overrides: li
 
 
 def plot_runs(rows: list[dict[str, Any]], budget_min: float, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = pyplot().subplots(figsize=(8, 5))
     for row in rows:
         points = [(r["minutes"], r["val_top1"]) for r in row["history"] if r["val_top1"] is not None]
         if points:
@@ -175,10 +170,7 @@ def plot_runs(rows: list[dict[str, Any]], budget_min: float, path: Path) -> None
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("edgevid train on synth defaults")
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:

@@ -14,8 +14,9 @@ from typing import Any
 
 from rich.console import Console
 
-from edgevid.utils.atomic import atomic_path, write_json_atomic, write_text_atomic
+from edgevid.utils.atomic import write_json_atomic, write_text_atomic
 from edgevid.utils.console import make_table
+from edgevid.utils.plotting import pyplot, save_figure
 from edgevid.utils.tables import markdown_table
 
 STATUSES = ("ok", "export failed", "runtime failed", "unavailable")
@@ -158,11 +159,7 @@ class BenchResult:
     def plot(self, path: str | Path) -> Path:
         """Latency (p50) against top-1 per format at the smallest batch (colour: target, marker: precision); a
         latency bar chart (p50 bars, p95 ticks) of every measured row when no row has a top-1."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = pyplot()
         ok = [r for r in self.rows if r.status == "ok" and r.p50_ms is not None]
         smallest = min((r.batch for r in ok), default=1)
         with_top1 = [r for r in ok if r.top1 is not None and r.batch == smallest]
@@ -189,8 +186,4 @@ class BenchResult:
             ax.text(0.5, 0.5, "no format ran", ha="center", va="center", transform=ax.transAxes)
         ax.grid(alpha=0.3)
         ax.set_title(self.title, fontsize=10)
-        fig.tight_layout()
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=100)
-        plt.close(fig)
-        return Path(path)
+        return save_figure(fig, path)

@@ -8,21 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from edgevid.utils.atomic import atomic_path
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from edgevid.utils.plotting import pyplot, save_figure
 
 
 def plot_curves(rows: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
     """Loss and accuracy against epoch from the per-epoch metric rows (train and val)."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
@@ -41,16 +32,12 @@ def plot_curves(rows: Sequence[dict[str, Any]], path: str | Path, title: str = "
     ax_acc.set_ylabel("accuracy (%)")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: str | Path, title: str = "") -> Path:
     """Row-normalised confusion matrix (true class per row) with the counts written in the cells."""
-    plt = _pyplot()
+    plt = pyplot()
     n = len(classes)
     side = min(max(4.0, 0.45 * n + 2.0), 24.0)
     fig, ax = plt.subplots(figsize=(side, side))
@@ -69,8 +56,4 @@ def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: str | Pa
                             color="white" if normalised[i, j] > 0.5 else "black")
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
