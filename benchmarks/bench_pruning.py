@@ -23,15 +23,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import shutil
-import tempfile
 from pathlib import Path
 
 from benchmarks.bench_int8 import RECIPES, ROOT, ensure_run
 from benchmarks.bench_training import ensure_data
 from benchmarks.common import machine_info, merged_rows, stamp, write_results
 from edgevid.checkpoint import load_checkpoint, resolve_checkpoint
-from edgevid.compress.accuracy import ValidationSet
-from edgevid.compress.pruning import PruneResult, compare_models, default_out, print_prune_report, prune
+from edgevid.compress.pruning import PruneResult, default_out, prune, report_pruning
 from edgevid.meta import read_meta
 
 COLUMNS = ["recipe", "model", "backend", "params_m", "gmacs", "top1", "drop", "p50_ms", "p95_ms", "speedup",
@@ -40,15 +38,10 @@ COLUMNS = ["recipe", "model", "backend", "params_m", "gmacs", "top1", "drop", "p
 
 def report_existing(run: Path, out: Path, data: Path, iters: int, threads: int | None) -> PruneResult:
     """The before/after report of a pruned run already fine-tuned in ``out`` (by an interrupted invocation)."""
-    checkpoint = resolve_checkpoint(out)
     info = load_checkpoint(out / "pruned.pt").meta.extra["pruning"]
     info["finetune_epochs"] = len((out / "metrics.csv").read_text().splitlines()) - 1
-    valset = ValidationSet.load(data, read_meta(run))
-    with tempfile.TemporaryDirectory(prefix=".prune-report-", dir=out) as work:
-        rows = compare_models(resolve_checkpoint(run), checkpoint, valset=valset, iters=iters, threads=threads,
-                              work=Path(work))
-    print_prune_report(rows, f"pruning {read_meta(run).model}: {info['mac_reduction']:.1%} of MACs removed")
-    return PruneResult(out, checkpoint, info, rows)
+    return report_pruning(resolve_checkpoint(run), PruneResult(out, resolve_checkpoint(out), info), data,
+                          read_meta(run), bench_iters=iters, threads=threads)
 
 
 def main() -> None:

@@ -284,11 +284,8 @@ def prune(run: str | Path, ratio: float, data: str | Path, *, finetune_epochs: i
     ``prune_report.json``. ``finetune_epochs`` None takes the recipe's epochs; ``overrides`` are recipe
     overrides for fine-tuning (e.g. ``optim.lr=0.001``).
     """
-    import tempfile
 
     from edgevid.checkpoint import load_checkpoint, load_model, resolve_checkpoint, save_checkpoint
-    from edgevid.compress.accuracy import ValidationSet
-    from edgevid.compress.report import write_report
     from edgevid.utils.console import console
 
     check_ratio(ratio)
@@ -329,13 +326,29 @@ def prune(run: str | Path, ratio: float, data: str | Path, *, finetune_epochs: i
         checkpoint = resolve_checkpoint(run_dir)
     result = PruneResult(run_dir, checkpoint, info)
     if bench_iters > 0 or val_clips != 0:
-        valset = ValidationSet.load(data, meta, max_clips=val_clips, show_progress=show_progress) \
-            if val_clips != 0 else None
-        with tempfile.TemporaryDirectory(prefix=".prune-report-", dir=run_dir) as work:
-            result.rows = compare_models(source, checkpoint, valset=valset, backends=backends, iters=bench_iters,
-                                         threads=threads, work=Path(work))
-        print_prune_report(result.rows, f"pruning {meta.model}: {pruned.mac_reduction:.1%} of MACs removed")
-        result.report_path = write_report(run_dir / "prune_report.json", result.rows, pruning=info)
+        report_pruning(source, result, data, meta, val_clips=val_clips, bench_iters=bench_iters, backends=backends,
+                       threads=threads, show_progress=show_progress)
+    return result
+
+
+def report_pruning(source: Path, result: PruneResult, data: str | Path, meta: ArtifactMeta, *,
+                   val_clips: int | None = None, bench_iters: int = 20,
+                   backends: tuple[str, ...] = REPORT_BACKENDS, threads: int | None = None,
+                   show_progress: bool = True) -> PruneResult:
+    """Compare the original checkpoint ``source`` with ``result.checkpoint`` (:func:`compare_models` on the val
+    split of ``data`` unless ``val_clips`` is 0), print the table and write ``prune_report.json`` in the run."""
+    import tempfile
+
+    from edgevid.compress.accuracy import ValidationSet
+    from edgevid.compress.report import write_report
+
+    valset = ValidationSet.load(data, meta, max_clips=val_clips, show_progress=show_progress) \
+        if val_clips != 0 else None
+    with tempfile.TemporaryDirectory(prefix=".prune-report-", dir=result.run_dir) as work:
+        result.rows = compare_models(source, result.checkpoint, valset=valset, backends=backends, iters=bench_iters,
+                                     threads=threads, work=Path(work))
+    print_prune_report(result.rows, f"pruning {meta.model}: {result.info['mac_reduction']:.1%} of MACs removed")
+    result.report_path = write_report(result.run_dir / "prune_report.json", result.rows, pruning=result.info)
     return result
 
 
