@@ -48,6 +48,14 @@ RECIPES = ("x3d_xs", "tsm_r18", "r2plus1d_18")
 COLUMNS = ["model", "backend", "precision", "size_mb", "top1", "drop", "p50_ms", "p95_ms", "speedup", "float_layers"]
 
 
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every study on trained runs shares: data, runs folder, recipes, training epochs."""
+    parser.add_argument("--data", type=Path, help="Dataset root (default: synth defaults in runs/bench/synth).")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench", help="Trained runs, one per recipe.")
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES))
+    parser.add_argument("--train-epochs", type=int, help="Epochs when a run has to be trained here.")
+
+
 def ensure_run(recipe: str, data: Path, runs: Path, epochs: int | None) -> Path:
     """``runs/<recipe>`` with a trained checkpoint, trained now with the shipped recipe when missing."""
     run = runs / recipe
@@ -125,10 +133,7 @@ def calibration_sweep(recipe: str, run: Path, data: Path, valset: ValidationSet,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, help="Dataset root (default: synth defaults in runs/bench/synth).")
-    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench", help="Trained runs, one per recipe.")
-    parser.add_argument("--recipes", nargs="+", default=list(RECIPES))
-    parser.add_argument("--train-epochs", type=int, help="Epochs when a run has to be trained here.")
+    add_run_arguments(parser)
     parser.add_argument("--num", type=int, default=128, help="Calibration clips.")
     parser.add_argument("--max-drop", type=float, default=1.0, help="Accuracy guard, top-1 points.")
     parser.add_argument("--sweep", type=int, nargs="*", default=[8, 16, 32, 64, 128],

@@ -25,7 +25,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from benchmarks.bench_int8 import RECIPES, ROOT, ensure_run
+from benchmarks.bench_int8 import add_run_arguments, ensure_run
 from benchmarks.bench_training import ensure_data
 from benchmarks.common import machine_info, merged_rows, stamp, write_results
 from edgevid.checkpoint import load_checkpoint, resolve_checkpoint
@@ -46,10 +46,7 @@ def report_existing(run: Path, out: Path, data: Path, iters: int, threads: int |
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, help="Dataset root (default: synth defaults in runs/bench/synth).")
-    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench", help="Trained runs, one per recipe.")
-    parser.add_argument("--recipes", nargs="+", default=list(RECIPES))
-    parser.add_argument("--train-epochs", type=int, help="Epochs when a run has to be trained here.")
+    add_run_arguments(parser)
     parser.add_argument("--ratio", type=float, default=0.5, help="Fraction of MACs to remove.")
     parser.add_argument("--finetune-epochs", type=int, help="Fine-tuning epochs (default: the recipe's).")
     parser.add_argument("--importance", default="l2", choices=["l2", "bn"])
