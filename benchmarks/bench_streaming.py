@@ -106,8 +106,8 @@ def main() -> None:
     columns = ["model", "backend", "frames", "size", "states", "clip_p50", "step_p50", "step_p95",
                "step_over_clip", "ideal", "stream_parity_max_diff", "check"]
     notes = (
-        f"Shared 2-core machine: other helpers' jobs ran at the same time (load average at start "
-        f"{info.get('load_avg_1_5_15')}, at end {load_end}). Clip and step latencies (ms, FP32, CPU, "
+        f"Shared 2-core machine (load average at start {info.get('load_avg_1_5_15')}, at end {load_end}: "
+        "other jobs may have run too). Clip and step latencies (ms, FP32, CPU, "
         f"{args.threads} threads, batch 1) were measured in {args.rounds} alternating blocks of {args.iters} calls "
         "each, so both saw the same load; the ratio is the comparison that matters. Streaming step = one new "
         f"frame through the streaming export (states in and out); clip = the whole {FRAMES}-frame clip. "

@@ -192,16 +192,19 @@ class GraphStreamingPredictor(StreamingPredictor):
 
 
 class OpenVINOStreamingPredictor(GraphStreamingPredictor):
-    """A streaming OpenVINO IR compiled for static shapes with two infer requests taking turns: the state outputs
-    of one request are set as the state inputs of the other, so states never pass through numpy between steps
-    (no copies; OpenVINO fuses the channels-last state layout into its own)."""
+    """A streaming OpenVINO IR compiled for static shapes with two infer requests taking turns over two sets of
+    state buffers: request 0 reads set 0 and writes set 1, request 1 the other way round. The buffers are bound
+    once at compile time, so a step only sets the frame and runs (no per-state calls or copies between steps)."""
 
     def __init__(self, predictor: Predictor, horizon: int | None = None) -> None:
         super().__init__(predictor, horizon)
         self._requests: list = []
+        self._buffers: list[list[np.ndarray]] = []
         self._turn = 0
 
     def _compile(self, batch: int) -> None:
+        import openvino as ov
+
         model = self.predictor.model.clone()
         shapes = {FRAME_INPUT: [batch, 3, 1, self.meta.size, self.meta.size]}
         shapes.update({s["name"]: s["shape"] if s["kind"] == "step" else [batch, *s["shape"][1:]]
@@ -213,19 +216,24 @@ class OpenVINOStreamingPredictor(GraphStreamingPredictor):
             raise EdgevidError(f"{self.path}: OpenVINO cannot compile the streaming model for batch {batch}: "
                                f"{str(exc).strip().splitlines()[0][:160]}") from None
         self._requests = [compiled.create_infer_request() for _ in range(2)]
+        self._buffers = [GraphStreamingPredictor._zero_states(self, batch) for _ in range(2)]
+        for turn, request in enumerate(self._requests):
+            for spec, read, write in zip(self.states, self._buffers[turn], self._buffers[1 - turn], strict=True):
+                request.set_tensor(spec["name"], ov.Tensor(read, shared_memory=True))
+                request.set_tensor(next_name(spec["name"]), ov.Tensor(write, shared_memory=True))
 
     def _zero_states(self, batch: int) -> list:
-        import openvino as ov
-
         if not self._requests or batch != self._batch:
             self._compile(batch)
-        return [ov.Tensor(state) for state in super()._zero_states(batch)]
+        self._turn = 0
+        for buffer in self._buffers[0]:
+            buffer.fill(0.0)
+        return self._buffers[0]
 
     def _decay(self, factor: float) -> None:
-        import openvino as ov
-
-        self._states = [ov.Tensor(np.ascontiguousarray(state.data * factor)) if kind in DECAYED_KINDS else state
-                        for state, kind in zip(self._states, self.kinds, strict=True)]
+        for state, kind in zip(self._states, self.kinds, strict=True):
+            if kind in DECAYED_KINDS:
+                state *= factor
 
     def _step(self, frame: np.ndarray, states: list) -> tuple[np.ndarray, list]:
         import openvino as ov
@@ -233,11 +241,8 @@ class OpenVINOStreamingPredictor(GraphStreamingPredictor):
         request = self._requests[self._turn]
         self._turn ^= 1
         request.set_tensor(FRAME_INPUT, ov.Tensor(frame, shared_memory=True))
-        for spec, value in zip(self.states, states, strict=True):
-            request.set_tensor(spec["name"], value)
         request.infer()
-        new_states = [request.get_tensor(next_name(spec["name"])) for spec in self.states]
-        return request.get_tensor(LOGITS_OUTPUT).data.copy(), new_states
+        return request.get_tensor(LOGITS_OUTPUT).data.copy(), self._buffers[self._turn]
 
 
 def load_streaming(artifact: str | Path, device: str = "cpu", threads: int | None = None,
