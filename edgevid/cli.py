@@ -475,8 +475,7 @@ def quantize_cmd(
     calib: str = typer.Option(..., "--calib", "-c", help="Calibration manifest from `edgevid calib build`."),
     data: str | None = typer.Option(None, "--data", "-d", help="Dataset root: accuracy guard and top-1 on val."),
     max_drop: float = typer.Option(1.0, "--max-drop", help="Largest top-1 drop (points) the guard accepts."),
-    method: str | None = typer.Option(None, "--method", help="minmax, entropy or percentile (default: minmax; "
-                                                             "NNCF's defaults for openvino)."),
+    method: str = typer.Option("minmax", "--method", help="Activation ranges: minmax, entropy or percentile."),
     symmetric: bool = typer.Option(False, "--symmetric-activations", help="onnx: int8 symmetric activations."),
     out: str | None = typer.Option(None, "--out", "-o", help="Output file (default: <source>.int8.xml/.onnx, "
                                                              "<source>.int8.trt.onnx)."),

