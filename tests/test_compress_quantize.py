@@ -189,3 +189,33 @@ def test_trt_check_wants_matmul_weights_per_output_channel(tmp_path, axis, ok):
     else:
         with pytest.raises(EdgevidError, match="output-channel axis"):
             _check_trt_qdq(summary, path)
+
+
+def test_openvino_int8_runs_the_convs_after_tsm_shifts_in_int8(tmp_path):
+    import openvino as ov
+    import torch
+
+    from edgevid.checkpoint import save_checkpoint
+    from edgevid.compress import quant_openvino as qov
+    from edgevid.meta import ArtifactMeta
+    from edgevid.models import create_model
+
+    torch.manual_seed(0)
+    meta = ArtifactMeta(model="tsm_r18", classes=["a", "b", "c"], frames=4, size=32, sampling_stride=2,
+                        mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225))
+    ckpt = save_checkpoint(tmp_path / "tsm.pt", create_model("tsm_r18", 3).eval(), meta)
+    fp32 = qov.openvino_model(export(ckpt, "onnx", out=tmp_path / "tsm.onnx").path)
+    rng = np.random.default_rng(0)
+    clips = [rng.standard_normal((1, 3, 4, 32, 32)).astype(np.float32) for _ in range(4)]
+    int8 = qov.quantize_openvino(fp32, clips)
+    # the first conv of each of the 8 blocks gets the shift's FakeQuantize repeated at its input
+    assert sum(op.get_friendly_name().endswith("/fq_in") for op in int8.get_ordered_ops()) >= 8
+    compiled = ov.Core().compile_model(int8, "CPU")
+    precisions = {op.get_friendly_name(): op.get_rt_info()["runtimePrecision"].astype(str)
+                  for op in compiled.get_runtime_model().get_ordered_ops()
+                  if op.get_rt_info()["layerType"].astype(str) == "Convolution"}
+    assert len(precisions) == 20 and set(precisions.values()) <= {"u8", "i8"}, precisions
+    batch = np.concatenate(clips)
+    expected = qov.compile_predict(fp32)(batch)
+    got = np.asarray(compiled(batch)[0])
+    assert np.abs(got - expected).max() < 0.1 * np.abs(expected).max()

@@ -53,11 +53,13 @@ def quantize_openvino(model: Any, calibration: Sequence[np.ndarray], *, method: 
     """NNCF post-training quantization (per-channel symmetric int8 weights, int8 activations)."""
     import nncf
 
-    return nncf.quantize(
+    quantized = nncf.quantize(
         model, nncf.Dataset(list(calibration)), subset_size=len(calibration),
         ignored_scope=nncf.IgnoredScope(names=list(ignored_layers)) if ignored_layers else None,
         advanced_parameters=_advanced_parameters(method),
     )
+    requantize_after_layout_ops(quantized)
+    return quantized
 
 
 def quantize_openvino_with_accuracy_control(
@@ -78,7 +80,7 @@ def quantize_openvino_with_accuracy_control(
 
     restorer = AdvancedAccuracyRestorerParameters(ranking_subset_size=min(RANKING_CLIPS, len(validation)),
                                                   max_num_iterations=MAX_RESTORE_STEPS)
-    return nncf.quantize_with_accuracy_control(
+    quantized = nncf.quantize_with_accuracy_control(
         model,
         calibration_dataset=nncf.Dataset(list(calibration)),
         validation_dataset=nncf.Dataset(list(validation), lambda item: item[0]),
@@ -88,6 +90,8 @@ def quantize_openvino_with_accuracy_control(
         advanced_quantization_parameters=_advanced_parameters(method),
         advanced_accuracy_restorer_parameters=restorer,
     )
+    requantize_after_layout_ops(quantized)
+    return quantized
 
 
 def _layer_name(op: Any) -> str:
@@ -104,6 +108,73 @@ def _reaches_fake_quantize(node: Any, through: tuple[str, ...], depth: int = 8) 
             return False
         node = node.input_value(0).get_node()
     return False
+
+
+def _is_zero_constant(node: Any) -> bool:
+    """A constant of zeros, or a Broadcast of one (ONNX ConstantOfShape: TSM's zero padding)."""
+    if node.get_type_name() == "Broadcast":
+        node = node.input_value(0).get_node()
+    return node.get_type_name() == "Constant" and not np.any(node.get_data())
+
+
+def _fake_quantize_sources(node: Any, depth: int = 8) -> list[Any] | None:
+    """The FakeQuantize nodes whose outputs reach ``node`` through layout-only ops and zero padding; None when some
+    data path starts anywhere else."""
+    kind = node.get_type_name()
+    if kind == "FakeQuantize":
+        return [node]
+    if _is_zero_constant(node):
+        return []
+    if depth == 0 or kind not in LAYOUT_OPS:
+        return None
+    found: list[Any] = []
+    for value in node.input_values() if kind == "Concat" else node.input_values()[:1]:
+        sources = _fake_quantize_sources(value.get_node(), depth - 1)
+        if sources is None:
+            return None
+        found += sources
+    return found
+
+
+def _grid(fake_quantize: Any) -> tuple[int, tuple[float, ...]] | None:
+    """(levels, ranges) of a per-tensor FakeQuantize whose grid holds zero exactly; None otherwise."""
+    ranges = []
+    for value in fake_quantize.input_values()[1:]:
+        node = value.get_node()
+        if node.get_type_name() != "Constant" or int(np.prod(node.get_output_shape(0))) != 1:
+            return None
+        ranges.append(float(np.asarray(node.get_data()).reshape(())))
+    levels = int(fake_quantize.get_attributes()["levels"])
+    low, high = ranges[0], ranges[1]
+    step = (high - low) / (levels - 1)
+    if not low <= 0.0 <= high or abs(low + round(-low / step) * step) > 1e-6 * step:
+        return None
+    return levels, tuple(ranges)
+
+
+def requantize_after_layout_ops(model: Any) -> int:
+    """Repeat at a weighted layer's input the per-tensor FakeQuantize that reached it only through layout ops
+    (TSM's temporal shift: slices, zero padding, concat, reshape). The values are already on that grid (zero
+    included), so the copy changes no result, but OpenVINO's CPU plugin runs a conv in INT8 only when a
+    FakeQuantize feeds it: without it, the first conv of every TSM block ran in FP32. Returns the copies made."""
+    import openvino as ov
+
+    added = 0
+    for op in model.get_ordered_ops():
+        if op.get_type_name() not in WEIGHTED_OPS or op.input_value(0).get_node().get_type_name() == "FakeQuantize":
+            continue
+        sources = _fake_quantize_sources(op.input_value(0).get_node())
+        grids = {_grid(source) for source in sources or ()}
+        if len(grids) != 1 or None in grids:
+            continue
+        levels, ranges = grids.pop()
+        copy = ov.opset13.fake_quantize(op.input_value(0), *(np.float32(v) for v in ranges), levels,
+                                        name=f"{op.get_friendly_name()}/fq_in")
+        op.input(0).replace_source_output(copy.output(0))
+        added += 1
+    if added:
+        model.validate_nodes_and_infer_types()
+    return added
 
 
 def _int8_weights(op: Any) -> bool:
