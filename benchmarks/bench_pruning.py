@@ -10,7 +10,7 @@ Trained runs come from ``--runs/<recipe>`` (default ``runs/bench``; trained ther
 as in ``benchmarks.bench_int8``); pruned runs go to ``--runs/<recipe>-pruned50``.
 
     .venv/bin/python -m benchmarks.bench_pruning [--data DIR] [--runs DIR] [--recipes x3d_xs tsm_r18 r2plus1d_18]
-        [--ratio 0.5] [--finetune-epochs N] [--iters 20] [--threads N]
+        [--ratio 0.5] [--round-to 8] [--finetune-epochs N] [--iters 20] [--threads N]
 
 Results: ``benchmarks/results/<machine>/pruning.{json,md}``.
 """
@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, help="Fine-tuning epochs (default: the recipe's).")
     parser.add_argument("--importance", default="l2", choices=["l2", "bn"])
     parser.add_argument("--global-pruning", action="store_true", help="Global instead of uniform ratio.")
+    parser.add_argument("--round-to", type=int, default=8, help="Pruned channel counts are multiples of this.")
     parser.add_argument("--iters", type=int, default=20, help="Latency iterations per model and backend.")
     parser.add_argument("--threads", type=int, help="Runtime threads (default: the runtimes' own).")
     parser.add_argument("--reuse", action="store_true",
@@ -69,7 +70,7 @@ def main() -> None:
             if out.exists():
                 shutil.rmtree(out)
             result = prune(run, args.ratio, data, finetune_epochs=args.finetune_epochs, importance=args.importance,
-                           global_pruning=args.global_pruning, out=out, bench_iters=args.iters,
+                           global_pruning=args.global_pruning, round_to=args.round_to, out=out, bench_iters=args.iters,
                            threads=args.threads)
         original = {r["backend"]: r.get("top1") for r in result.rows if r["model"] == "original"}
         recipe_rows = []
@@ -77,13 +78,14 @@ def main() -> None:
             base = original.get(row["backend"])
             drop = base - row["top1"] if base is not None and row.get("top1") is not None else None
             recipe_rows.append({"recipe": recipe, **row, "drop": drop, "mac_reduction": result.info["mac_reduction"],
-                                "channel_ratio": result.info["channel_ratio"],
+                                "channel_ratio": result.info["channel_ratio"], "round_to": result.info.get("round_to"),
                                 "finetune_epochs": result.info["finetune_epochs"]})
         rows += stamp(recipe_rows)
     load_avg = info.get("load_avg_1_5_15")
     notes = (
         f"Data: `{data}`. Pruning: {args.ratio:.0%} of the MACs removed (Torch-Pruning DepGraph, {args.importance} "
-        f"importance, {'global' if args.global_pruning else 'uniform'} channel ratio by bisection), then "
+        f"importance, {'global' if args.global_pruning else 'uniform'} channel ratio by bisection, channel counts "
+        "rounded to multiples of round_to per row), then "
         "fine-tuned with the run's recipe (finetune_epochs per row). top1: val split, centre clip; drop: original "
         "top-1 minus pruned (points); negative when the original was under-trained and the fine-tuning epochs went on "
         "training it. Latency: batch 1, original and pruned interleaved in the same run; speedup = "
@@ -92,7 +94,7 @@ def main() -> None:
         "are noisy, ratios from the same rounds are the numbers to read."
     )
     write_results("pruning", merged_rows("pruning", rows, args.recipes), info, notes=notes,
-                  columns=[*COLUMNS, "finetune_epochs", "load_avg_1min"])
+                  columns=[*COLUMNS, "round_to", "finetune_epochs", "load_avg_1min"])
 
 
 if __name__ == "__main__":

@@ -523,7 +523,7 @@ def prune_cmd(
     importance: str = typer.Option("l2", "--importance", help="l2 (channel weight norm) or bn (|BN scale|)."),
     global_pruning: bool = typer.Option(False, "--global/--uniform", help="One ranking across layers, or the "
                                                                           "same fraction of every layer."),
-    round_to: int | None = typer.Option(None, "--round-to", help="Keep channel counts multiples of this."),
+    round_to: int = typer.Option(8, "--round-to", min=1, help="Keep channel counts multiples of this (1: any)."),
     out: str | None = typer.Option(None, "--out", "-o", help="Output run directory (default: <run>-pruned<pct>)."),
     overrides: list[str] = typer.Argument(None, help="Recipe overrides for fine-tuning, e.g. optim.lr=0.002."),
     val_clips: int | None = typer.Option(None, "--val-clips", help="Val clips for the report's top-1 (0: skip)."),

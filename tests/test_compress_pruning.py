@@ -80,6 +80,8 @@ def test_prune_run_with_finetuning_loads_without_the_original(tmp_path):
     shutil.rmtree(run)
     model, _ = load_model(result.run_dir)
     assert count_macs(model, FRAMES, SIZE) == meta.extra["pruning"]["macs_after"]
+    pruned_widths = [shape[0] for shape in meta.extra["pruned_shapes"].values() if len(shape) == 5]  # conv weights
+    assert pruned_widths and all(width % 8 == 0 for width in pruned_widths)  # round_to=8 by default
     assert load(result.run_dir).predict(torch.randn(1, 3, FRAMES, SIZE, SIZE).numpy()).shape == (1, 3)
 
 

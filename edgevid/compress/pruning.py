@@ -273,7 +273,7 @@ def compare_models(before: Path, after: Path, *, valset=None, backends: tuple[st
 
 
 def prune(run: str | Path, ratio: float, data: str | Path, *, finetune_epochs: int | None = None,
-          importance: str = "l2", global_pruning: bool = False, round_to: int | None = None,
+          importance: str = "l2", global_pruning: bool = False, round_to: int = 8,
           out: str | Path | None = None, overrides: tuple[str, ...] = (), val_clips: int | None = None,
           bench_iters: int = 20, backends: tuple[str, ...] = REPORT_BACKENDS, threads: int | None = None,
           show_progress: bool = True) -> PruneResult:
@@ -282,7 +282,10 @@ def prune(run: str | Path, ratio: float, data: str | Path, *, finetune_epochs: i
     Writes ``out`` (default ``<run>-pruned<percent>``): ``pruned.pt`` (right after pruning), the fine-tuning
     run (``best.pt``, ``last.pt``, metrics; ``best.pt`` is ``pruned.pt`` when ``finetune_epochs`` is 0) and
     ``prune_report.json``. ``finetune_epochs`` None takes the recipe's epochs; ``overrides`` are recipe
-    overrides for fine-tuning (e.g. ``optim.lr=0.001``).
+    overrides for fine-tuning (e.g. ``optim.lr=0.001``). ``round_to`` keeps pruned channel counts multiples of
+    it (1: any count): CPU and GPU conv kernels work in blocks of 8 or 16 channels, and on TSM-R18 at 50% of the
+    MACs removed, ONNX Runtime ran the pruned model 1.81x faster with multiples of 8 but only 1.24x with the odd
+    counts (44, 89, 179) of exact pruning.
     """
 
     from edgevid.checkpoint import load_checkpoint, load_model, resolve_checkpoint, save_checkpoint
@@ -308,7 +311,7 @@ def prune(run: str | Path, ratio: float, data: str | Path, *, finetune_epochs: i
     model, meta = load_model(source)
     with console.status(f"pruning {ratio:.0%} of the MACs of {meta.model}"):
         pruned = prune_to_macs(model, meta.frames, meta.size, ratio, importance=importance,
-                               global_pruning=global_pruning, round_to=round_to)
+                               global_pruning=global_pruning, round_to=round_to if round_to > 1 else None)
     info = {"source": str(source), "ratio": ratio, "mac_reduction": pruned.mac_reduction,
             "channel_ratio": pruned.channel_ratio, "importance": importance,
             "mode": "global" if global_pruning else "uniform", "round_to": round_to,
