@@ -135,8 +135,8 @@ def main() -> None:
     columns = ["case", "model", "backend", "captured", "processed", "dropped", "predictions", "fps_inference",
                "model_p50", "model_p95", "e2e_p50", "e2e_p95", "e2e_minus_model_p50", "e2e_minus_model_p95", "check"]
     notes = (
-        f"Shared 2-core machine: other helpers' jobs ran at the same time (load average at start "
-        f"{info.get('load_avg_1_5_15')}, at end {load_end}); absolute latencies are noisy, the comparisons "
+        f"Shared 2-core machine (load average at start {info.get('load_avg_1_5_15')}, at end {load_end}: other "
+        "jobs may have run too); absolute latencies are noisy, the comparisons "
         "(e2e vs model in the same run, drops vs queueing) are what this measures. Backends ran with "
         f"{args.threads} thread(s): the loop also needs a core for capture and decoding.\n\n"
         f"Source: synthetic {FRAME_SIZE}x{FRAME_SIZE} video at {FPS:g} fps, played with --realtime (fast/slow) or "
