@@ -98,18 +98,6 @@ def _layer_name(op: Any) -> str:
     return op.get_friendly_name().removesuffix("/WithoutBiases")
 
 
-def _reaches_fake_quantize(node: Any, through: tuple[str, ...], depth: int = 8) -> bool:
-    """Whether following first inputs from ``node`` through ``through`` op types reaches a FakeQuantize."""
-    for _ in range(depth):
-        kind = node.get_type_name()
-        if kind == "FakeQuantize":
-            return True
-        if kind not in through or node.get_input_size() == 0:
-            return False
-        node = node.input_value(0).get_node()
-    return False
-
-
 def _is_zero_constant(node: Any) -> bool:
     """A constant of zeros, or a Broadcast of one (ONNX ConstantOfShape: TSM's zero padding)."""
     if node.get_type_name() == "Broadcast":
@@ -191,7 +179,7 @@ def _int8_weights(op: Any) -> bool:
 def weighted_layers(model: Any) -> dict[str, bool]:
     """Every weighted layer (conv, matmul) of ``model`` -> whether it runs in INT8: int8 weights and an input
     quantized by a FakeQuantize (possibly before layout-only ops such as TSM's shift: slices, concat, reshape)."""
-    return {_layer_name(op): _int8_weights(op) and _reaches_fake_quantize(op.input_value(0).get_node(), LAYOUT_OPS)
+    return {_layer_name(op): _int8_weights(op) and bool(_fake_quantize_sources(op.input_value(0).get_node()))
             for op in model.get_ordered_ops() if op.get_type_name() in WEIGHTED_OPS}
 
 
