@@ -78,7 +78,7 @@ def main() -> None:
             base = original.get(row["backend"])
             drop = base - row["top1"] if base is not None and row.get("top1") is not None else None
             recipe_rows.append({"recipe": recipe, **row, "drop": drop, "mac_reduction": result.info["mac_reduction"],
-                                "channel_ratio": result.info["channel_ratio"], "round_to": result.info.get("round_to"),
+                                "channel_ratio": result.info["channel_ratio"], "round_to": result.info["round_to"],
                                 "finetune_epochs": result.info["finetune_epochs"]})
         rows += stamp(recipe_rows)
     load_avg = info.get("load_avg_1_5_15")

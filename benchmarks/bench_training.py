@@ -143,8 +143,7 @@ def run_recipe(name: str, data: Path, runs: Path, budget_s: float, overrides: li
         "params_m": count_params(model) / 1e6,
         "gmacs": count_macs(model, recipe.data.frames, recipe.data.size) / 1e9,
         "optimizer": recipe.optim.name, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
-        "epochs": f"{len(history)}/{recipe.train.epochs}"
-                                                  + (" (budget)" if stopped else ""),
+        "epochs": f"{len(history)}/{recipe.train.epochs}" + (" (budget)" if stopped else ""),
         "minutes": history[-1]["minutes"] if history else None,
         "best_val_top1": best["val_top1"] if best else None,
         "best_epoch": best["epoch"] if best else None,

@@ -140,8 +140,9 @@ def _classifier_layers(model: nn.Module) -> list[nn.Module]:
 
 
 def prune_channels(model: nn.Module, example: torch.Tensor, channel_ratio: float, *, importance: str = "l2",
-                   global_pruning: bool = False, round_to: int | None = None) -> nn.Module:
-    """Remove ``channel_ratio`` of the channels of every prunable group of ``model`` (in place)."""
+                   global_pruning: bool = False, round_to: int = 1) -> nn.Module:
+    """Remove ``channel_ratio`` of the channels of every prunable group of ``model`` (in place); channel counts
+    left are multiples of ``round_to`` (1: any)."""
     import torch_pruning as tp
 
     model.eval()
@@ -149,7 +150,7 @@ def prune_channels(model: nn.Module, example: torch.Tensor, channel_ratio: float
         pruner = tp.pruner.BasePruner(
             model, example, importance=_importance(importance), pruning_ratio=channel_ratio,
             global_pruning=global_pruning, max_pruning_ratio=MAX_LAYER_RATIO,
-            ignored_layers=_classifier_layers(model), round_to=round_to,
+            ignored_layers=_classifier_layers(model), round_to=round_to if round_to > 1 else None,
         )
         pruner.step()
     return model
@@ -173,7 +174,7 @@ class PrunedModel:
 
 
 def prune_to_macs(model: nn.Module, frames: int, size: int, ratio: float, *, importance: str = "l2",
-                  global_pruning: bool = False, round_to: int | None = None) -> PrunedModel:
+                  global_pruning: bool = False, round_to: int = 1) -> PrunedModel:
     """A copy of ``model`` with ``ratio`` of its MACs (at ``frames`` x ``size``) removed by channel pruning.
 
     Bisection over the channel ratio; the result removes at least ``ratio - MAC_TOLERANCE`` of the MACs and is
@@ -311,7 +312,7 @@ def prune(run: str | Path, ratio: float, data: str | Path, *, finetune_epochs: i
     model, meta = load_model(source)
     with console.status(f"pruning {ratio:.0%} of the MACs of {meta.model}"):
         pruned = prune_to_macs(model, meta.frames, meta.size, ratio, importance=importance,
-                               global_pruning=global_pruning, round_to=round_to if round_to > 1 else None)
+                               global_pruning=global_pruning, round_to=round_to)
     info = {"source": str(source), "ratio": ratio, "mac_reduction": pruned.mac_reduction,
             "channel_ratio": pruned.channel_ratio, "importance": importance,
             "mode": "global" if global_pruning else "uniform", "round_to": round_to,
