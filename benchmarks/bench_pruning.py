@@ -4,13 +4,14 @@ For each model trained by a shipped recipe this runs ``edgevid prune RUN --ratio
 L2 importance, uniform channel ratio found by bisection on MACs), fine-tunes with the run's recipe for
 ``--finetune-epochs``, and reports original vs pruned: params, GMACs, val top-1 and batch-1 latency on PyTorch,
 ONNX Runtime and OpenVINO (original and pruned timed interleaved in one run). Targets: top-1 within 2 points
-of the original, at least 1.4x faster.
+of the original, at least 1.4x faster. ``--control`` also fine-tunes the unpruned model the same way, so an
+original that had not converged is compared at equal training (``drop_vs_control``).
 
 Trained runs come from ``--runs/<recipe>`` (default ``runs/bench``; trained there with the recipe when missing,
 as in ``benchmarks.bench_int8``); pruned runs go to ``--runs/<recipe>-pruned50``.
 
     .venv/bin/python -m benchmarks.bench_pruning [--data DIR] [--runs DIR] [--recipes x3d_xs tsm_r18 r2plus1d_18]
-        [--ratio 0.5] [--round-to 8] [--finetune-epochs N] [--iters 20] [--threads N]
+        [--ratio 0.5] [--round-to 8] [--finetune-epochs N] [--control] [--reuse] [--iters 20] [--threads N]
 
 Results: ``benchmarks/results/<machine>/pruning.{json,md}``.
 """
@@ -22,6 +23,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from benchmarks.common import machine_info, merged_rows, stamp, write_results
 from edgevid.checkpoint import load_checkpoint, resolve_checkpoint
 from edgevid.compress.pruning import PruneResult, default_out, prune, report_pruning
 from edgevid.meta import read_meta
+from edgevid.train import load_recipe, train
 
 COLUMNS = ["recipe", "model", "backend", "params_m", "gmacs", "top1", "drop", "p50_ms", "p95_ms", "speedup",
            "status"]
@@ -44,6 +47,21 @@ def report_existing(run: Path, out: Path, data: Path, iters: int, threads: int |
                           read_meta(run), bench_iters=iters, threads=threads)
 
 
+def control_top1(run: Path, data: Path, epochs: int, reuse: bool) -> float:
+    """Best val top-1 of the unpruned model fine-tuned exactly like the pruned one (its recipe, ``epochs`` more
+    epochs from its best checkpoint) in ``<run>-finetuned<epochs>``: the reference at the same training budget,
+    which matters when the original run had not converged. ``reuse`` reads a finished earlier control run."""
+    out = run.parent / f"{run.name}-finetuned{epochs}"
+    metrics = out / "metrics.jsonl"
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.is_file() else []
+    if not (reuse and len(rows) == epochs):
+        if out.exists():
+            shutil.rmtree(out)
+        train(run / "recipe.yaml", data, out=out, epochs=epochs, start_from=load_checkpoint(resolve_checkpoint(run)))
+        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    return max(row["val_top1"] for row in rows if row.get("val_top1") is not None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_run_arguments(parser)
@@ -54,8 +72,11 @@ def main() -> None:
     parser.add_argument("--round-to", type=int, default=8, help="Pruned channel counts are multiples of this.")
     parser.add_argument("--iters", type=int, default=20, help="Latency iterations per model and backend.")
     parser.add_argument("--threads", type=int, help="Runtime threads (default: the runtimes' own).")
+    parser.add_argument("--control", action="store_true",
+                        help="Also fine-tune the unpruned model for the same epochs (drop_vs_control column).")
     parser.add_argument("--reuse", action="store_true",
-                        help="Report a pruned run already fine-tuned in <run>-pruned<percent> instead of redoing it.")
+                        help="Report a pruned run already fine-tuned in <run>-pruned<percent> (and a finished "
+                             "control run) instead of redoing them.")
     args = parser.parse_args()
 
     data = ensure_data(args.data, quick=False)
@@ -72,14 +93,22 @@ def main() -> None:
             result = prune(run, args.ratio, data, finetune_epochs=args.finetune_epochs, importance=args.importance,
                            global_pruning=args.global_pruning, round_to=args.round_to, out=out, bench_iters=args.iters,
                            threads=args.threads)
+        epochs = result.info["finetune_epochs"]
+        if epochs is None:
+            epochs = load_recipe(run / "recipe.yaml").train.epochs
+        control = control_top1(run, data, epochs, args.reuse) if args.control else None
         original = {r["backend"]: r.get("top1") for r in result.rows if r["model"] == "original"}
         recipe_rows = []
         for row in result.rows:
             base = original.get(row["backend"])
-            drop = base - row["top1"] if base is not None and row.get("top1") is not None else None
-            recipe_rows.append({"recipe": recipe, **row, "drop": drop, "mac_reduction": result.info["mac_reduction"],
-                                "channel_ratio": result.info["channel_ratio"], "round_to": result.info["round_to"],
-                                "finetune_epochs": result.info["finetune_epochs"]})
+            pruned_top1 = row.get("top1") if row["model"] == "pruned" else None
+            recipe_rows.append({
+                "recipe": recipe, **row,
+                "drop": base - row["top1"] if base is not None and row.get("top1") is not None else None,
+                "control_top1": control if pruned_top1 is not None else None,
+                "drop_vs_control": control - pruned_top1 if control is not None and pruned_top1 is not None else None,
+                "mac_reduction": result.info["mac_reduction"], "channel_ratio": result.info["channel_ratio"],
+                "round_to": result.info["round_to"], "finetune_epochs": epochs})
         rows += stamp(recipe_rows)
     load_avg = info.get("load_avg_1_5_15")
     notes = (
@@ -88,13 +117,16 @@ def main() -> None:
         "rounded to multiples of round_to per row), then "
         "fine-tuned with the run's recipe (finetune_epochs per row). top1: val split, centre clip; drop: original "
         "top-1 minus pruned (points); negative when the original was under-trained and the fine-tuning epochs went on "
-        "training it. Latency: batch 1, original and pruned interleaved in the same run; speedup = "
+        "training it. control_top1 (with --control): the unpruned model fine-tuned the same way for the same "
+        "epochs; drop_vs_control = control_top1 minus pruned top-1, the drop at equal training. Latency: batch 1, "
+        "original and pruned interleaved in the same run; speedup = "
         f"original p50 / pruned p50 on the same backend. Shared 2-core machine (load average {load_avg} at the "
         "start of the last invocation; each row has the 1-minute load when it was measured): absolute latencies "
         "are noisy, ratios from the same rounds are the numbers to read."
     )
     write_results("pruning", merged_rows("pruning", rows, args.recipes), info, notes=notes,
-                  columns=[*COLUMNS, "round_to", "finetune_epochs", "load_avg_1min"])
+                  columns=[*COLUMNS, "control_top1", "drop_vs_control", "round_to", "finetune_epochs",
+                           "load_avg_1min"])
 
 
 if __name__ == "__main__":

@@ -75,12 +75,16 @@ def ensure_data(data: Path | None, quick: bool) -> Path:
     return root
 
 
-def _loader_for(recipe: Recipe, data: Path, workers: int) -> torch.utils.data.DataLoader:
+def recipe_dataset(recipe: Recipe, data: Path):
+    """The training split of ``data`` as the (resolved) recipe samples and augments it."""
     cfg = recipe.data
-    dataset = build_dataset(data, cfg.train_split, frames=cfg.frames, size=cfg.size,
-                            sampling_stride=cfg.sampling_stride, mean=cfg.mean, std=cfg.std, train=True,
-                            augment=cfg.augment, sampling=cfg.sampling)
-    return build_loader(dataset, recipe.train.batch_size, shuffle=True, workers=workers, seed=0)
+    return build_dataset(data, cfg.train_split, frames=cfg.frames, size=cfg.size,
+                         sampling_stride=cfg.sampling_stride, mean=cfg.mean, std=cfg.std, train=True,
+                         augment=cfg.augment, sampling=cfg.sampling)
+
+
+def _loader_for(recipe: Recipe, data: Path, workers: int) -> torch.utils.data.DataLoader:
+    return build_loader(recipe_dataset(recipe, data), recipe.train.batch_size, shuffle=True, workers=workers, seed=0)
 
 
 def loader_clips_per_s(recipe: Recipe, data: Path, workers: int, batches: int) -> float:

@@ -1,14 +1,14 @@
 """Data pipeline speed: synth generation, decode + augment throughput, next to the X3D-XS training step rate.
 
-    .venv/bin/python -m benchmarks.data_throughput [--data DIR] [--workers 2] [--epochs 3]   (from the repo root)
+    .venv/bin/python -m benchmarks.data_throughput [--data DIR] [--workers 2] [--batches 30]   (from the repo root)
 
-Without ``--data`` it first generates ``edgevid data synth`` defaults into a temporary folder (timed). Then,
-for X3D-XS inputs (4 frames at stride 12, dense sampling, ``--size`` 112 as in ``recipes/x3d_xs.yaml``; the
-paper's 160 with ``--size 160``) it measures, per augmentation setting:
-CPU milliseconds per clip in one process (decode only, and decode + augment + normalise), and clips/s of the
-real ``build_loader`` with ``--workers`` workers (median over epochs after a warm-up epoch). Finally it times
-X3D-XS training steps (forward + backward + SGD, batch 16, 8 classes, 2 threads) on random clips and reports
-the ratio of loader clips/s to training clips/s. Results: ``benchmarks/results/<machine>/data_throughput.*``.
+Without ``--data`` it first generates ``edgevid data synth`` defaults into a temporary folder (timed). The clips
+are those of ``recipes/x3d_xs.yaml`` (frames, crop size, sampling stride and augmentation; ``key=value``
+overrides as for ``edgevid train``, e.g. ``data.size=160``). Per augmentation setting (the recipe's, then the
+recipe's plus colour jitter and RandAugment) it measures CPU milliseconds per clip in one process (decode only,
+and decode + augment + normalise) and clips/s of the real training loader with ``--workers`` workers; then it
+times X3D-XS training steps on one batch in memory (the same measurement as ``benchmarks.bench_training``) and
+reports the ratio. Results: ``benchmarks/results/<machine>/data_throughput.*``.
 """
 
 from __future__ import annotations
@@ -16,28 +16,21 @@ from __future__ import annotations
 import argparse
 import resource
 import shutil
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from benchmarks.bench_training import RECIPES, loader_clips_per_s, recipe_dataset, step_clips_per_s
 from benchmarks.common import machine_info, write_results
-from edgevid.data import AugmentConfig, VideoReader, build_dataset, build_loader
+from edgevid.data import VideoReader
 from edgevid.data.sampling import train_indices
 from edgevid.data.synth import SynthConfig, generate_synth
-from edgevid.models import create_model, get_spec
+from edgevid.train import load_recipe
+from edgevid.train.recipe import Recipe
 
-FRAMES, STRIDE, BATCH = 4, 12, 16
-MIRRORS = [("move_left", "move_right"), ("rotate_clockwise", "rotate_anticlockwise")]
-SETTINGS = {
-    "recipe: crop+flip+stride jitter": AugmentConfig(scale=(0.5, 1.0), mirror_classes=MIRRORS, stride_jitter=0.15),
-    "+ colour jitter 0.4 + RandAugment(2, 9)": AugmentConfig(scale=(0.5, 1.0), mirror_classes=MIRRORS,
-                                                            stride_jitter=0.15, color_jitter=0.4,
-                                                            randaugment=(2, 9)),
-}
+HEAVY_AUGMENT = ("data.augment.color_jitter=0.4", "data.augment.randaugment=[2,9]")
 
 
 def _children_cpu() -> float:
@@ -52,61 +45,37 @@ def time_synth(out: Path, workers: int) -> dict:
             "cpu_s": time.process_time() - cpu + _children_cpu() - children, "workers": workers}
 
 
-def cpu_ms_per_clip(dataset, count: int, decode_only: bool) -> float:
+def cpu_ms_per_clip(recipe: Recipe, data: Path, count: int, decode_only: bool) -> float:
+    """CPU ms per training clip in this process: decoding the sampled frames only, or the whole dataset item."""
+    dataset = recipe_dataset(recipe, data)
     rng = np.random.default_rng(0)
     start = time.process_time()
     for i in range(count):
-        sample = dataset.samples[i % len(dataset)]
         if decode_only:
-            with VideoReader(sample.path) as video:
-                video.read(train_indices(video.info.num_frames, FRAMES, STRIDE, "dense", rng))
+            with VideoReader(dataset.samples[i % len(dataset)].path) as video:
+                video.read(train_indices(video.info.num_frames, recipe.data.frames, recipe.data.sampling_stride,
+                                         recipe.data.sampling, rng))
         else:
             dataset.load(i % len(dataset))
     return (time.process_time() - start) / count * 1e3
-
-
-def loader_clips_per_s(dataset, workers: int, epochs: int) -> float:
-    loader = build_loader(dataset, BATCH, shuffle=True, workers=workers, seed=0, drop_last=False)
-    rates = []
-    for epoch in range(epochs + 1):
-        start, clips = time.perf_counter(), 0
-        for _clips, labels, _ in loader:
-            clips += len(labels)
-        if epoch:  # epoch 0 starts the workers
-            rates.append(clips / (time.perf_counter() - start))
-    del loader
-    return statistics.median(rates)
-
-
-def train_clips_per_s(steps: int, threads: int, size: int) -> float:
-    torch.set_num_threads(threads)
-    model = create_model("x3d_xs", num_classes=8).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    clips, labels = torch.randn(BATCH, 3, FRAMES, size, size), torch.randint(0, 8, (BATCH,))
-    times = []
-    for step in range(steps + 1):
-        start = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(model(clips), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step >= 1:
-            times.append(time.perf_counter() - start)
-    return BATCH / statistics.median(times)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, help="synth dataset (default: generate one, timed)")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--size", type=int, default=112, help="crop size (recipes/x3d_xs.yaml: 112)")
-    parser.add_argument("--train-steps", type=int, default=3)
+    parser.add_argument("--batches", type=int, default=30, help="Loader batches timed per setting.")
+    parser.add_argument("--train-steps", type=int, default=5)
+    parser.add_argument("overrides", nargs="*", help="key=value overrides of recipes/x3d_xs.yaml")
     args = parser.parse_args()
     info = machine_info()
-    spec = get_spec("x3d_xs")
-    scratch = None
-    synth = None
+    recipes = {
+        "recipe: crop+flip+stride jitter": load_recipe(RECIPES / "x3d_xs.yaml", args.overrides).resolved(),
+        "+ colour jitter 0.4 + RandAugment(2, 9)":
+            load_recipe(RECIPES / "x3d_xs.yaml", [*args.overrides, *HEAVY_AUGMENT]).resolved(),
+    }
+    base = next(iter(recipes.values()))
+    scratch = synth = None
     if args.data is None:
         scratch = Path(tempfile.mkdtemp(prefix="edgevid-synth-"))
         args.data = scratch / "synth"
@@ -114,37 +83,36 @@ def main() -> None:
         print(f"synth defaults: {synth['videos']} videos in {synth['wall_s']:.1f} s wall, {synth['cpu_s']:.1f} s CPU",
               flush=True)
     try:
-        rows = []
-        train_rate = train_clips_per_s(args.train_steps, threads=2, size=args.size)
+        train_rate = step_clips_per_s(base, args.data, args.train_steps)
         print(f"x3d_xs training: {train_rate:.1f} clips/s", flush=True)
-        for name, augment in SETTINGS.items():
-            dataset = build_dataset(args.data, "train", frames=FRAMES, size=args.size, sampling_stride=STRIDE,
-                                    mean=spec.mean, std=spec.std, train=True, augment=augment)
-            decode_ms = cpu_ms_per_clip(dataset, 120, decode_only=True)
-            total_ms = cpu_ms_per_clip(dataset, 120, decode_only=False)
-            rate = loader_clips_per_s(dataset, args.workers, args.epochs)
-            rows.append({"augment": name, "decode_cpu_ms": decode_ms, "decode_augment_cpu_ms": total_ms,
+        rows = []
+        for name, recipe in recipes.items():
+            rate = loader_clips_per_s(recipe, args.data, args.workers, args.batches)
+            rows.append({"augment": name, "decode_cpu_ms": cpu_ms_per_clip(recipe, args.data, 120, decode_only=True),
+                         "decode_augment_cpu_ms": cpu_ms_per_clip(recipe, args.data, 120, decode_only=False),
                          "loader_workers": args.workers, "loader_clips_s": rate, "x3d_xs_train_clips_s": train_rate,
                          "loader_over_train": rate / train_rate})
             print(rows[-1], flush=True)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
+    cfg = base.data
     synth_note = (f"`edgevid data synth` defaults ({synth['videos']} videos, 48 frames, 128x128, {synth['workers']} "
                   f"workers): {synth['wall_s']:.1f} s wall, {synth['cpu_s']:.1f} s CPU in all.\n\n") if synth else ""
     notes = (
         synth_note
-        + f"X3D-XS inputs: {FRAMES} frames x {args.size}, stride {STRIDE}, dense random clips from the 128x128 synth "
-        f"train split (480 videos), batch {BATCH}. CPU ms per clip are measured in one process; loader clips/s is the "
-        f"median epoch of `build_loader` with {args.workers} workers after a warm-up epoch. The training rate is "
-        "forward + backward + SGD of x3d_xs (8 classes) on random clips with 2 torch threads, measured alone. "
-        "On a 2-core machine the loader and training share the cores: the CPU cost per clip says what share the "
-        "data takes at the training rate. The machine is shared with other jobs: timings are noisy."
+        + f"Clips of `recipes/x3d_xs.yaml`{' with ' + ', '.join(args.overrides) if args.overrides else ''}: "
+        f"{cfg.frames} frames x {cfg.size}, {cfg.sampling} sampling at stride {cfg.sampling_stride}, batch "
+        f"{base.train.batch_size}, from the synth train split. CPU ms per clip are measured in one process; loader "
+        f"clips/s: {args.batches} batches of the training loader with {args.workers} workers after its first batch. "
+        "The training rate is forward + backward + optimiser step of x3d_xs (the recipe's optimiser) on one batch in "
+        "memory, measured alone. On a 2-core machine the loader and training share the cores: the CPU cost per clip "
+        "says what share the data takes at the training rate. The machine is shared with other jobs: timings are "
+        "noisy."
     )
     columns = ["augment", "decode_cpu_ms", "decode_augment_cpu_ms", "loader_workers", "loader_clips_s",
                "x3d_xs_train_clips_s", "loader_over_train"]
-    name = "data_throughput" if args.size == 112 else f"data_throughput_{args.size}"
-    paths = write_results(name, rows, info, notes=notes, columns=columns)
+    paths = write_results("data_throughput", rows, info, notes=notes, columns=columns)
     print("wrote", *paths)
 
 

@@ -37,9 +37,9 @@ STUDIES: dict[str, tuple[str, str, str]] = {
     "data_throughput": (
         "Data pipeline throughput",
         "Synthetic data generation time, CPU milliseconds per clip to decode and to decode + augment + normalise, "
-        "and clips/s of the real training loader with 2 workers, next to the X3D-XS training step rate measured "
-        "on random clips. Target: the loader delivers at least 2x the clips/s that training consumes.",
-        ".venv/bin/python -m benchmarks.data_throughput [--workers 2] [--epochs 3]",
+        "and clips/s of the real training loader with 2 workers, next to the X3D-XS training step rate on the "
+        "recipe's own clips. Target: the loader delivers at least 2x the clips/s that training consumes.",
+        ".venv/bin/python -m benchmarks.data_throughput [--workers 2] [--batches 30]",
     ),
     "backends": (
         "Backends: PyTorch eager vs ONNX Runtime vs OpenVINO",
@@ -71,8 +71,9 @@ STUDIES: dict[str, tuple[str, str, str]] = {
         "`edgevid prune RUN --ratio 0.5` on each recipe-trained model (Torch-Pruning DepGraph, L2 importance, "
         "uniform channel ratio found by bisection on MACs), fine-tuned with the run's recipe; original vs pruned "
         "params, GMACs, val top-1 and batch-1 latency on PyTorch, ONNX Runtime and OpenVINO, timed interleaved. "
-        "Targets: top-1 within 2 points of the original, at least 1.4x faster.",
-        ".venv/bin/python -m benchmarks.bench_pruning [--ratio 0.5] [--finetune-epochs N]",
+        "With `--control` the unpruned model is fine-tuned the same way too (`drop_vs_control`: the drop at equal "
+        "training). Targets: top-1 within 2 points of the original, at least 1.4x faster.",
+        ".venv/bin/python -m benchmarks.bench_pruning [--ratio 0.5] [--finetune-epochs N] [--control]",
     ),
     "streaming": (
         "Streaming: one new frame vs the whole clip",
