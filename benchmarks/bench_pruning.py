@@ -85,6 +85,12 @@ def main() -> None:
     for recipe in args.recipes:
         run = ensure_run(recipe, data, args.runs, args.train_epochs)
         out = default_out(run, args.ratio)
+        epochs = args.finetune_epochs
+        if epochs is None:
+            epochs = load_recipe(run / "recipe.yaml").train.epochs
+        # Trained before any runtime is loaded: training with loader workers after compare_models() ran in the
+        # same process has died with SIGSEGV while shutting the workers down (not yet understood).
+        control = control_top1(run, data, epochs, args.reuse) if args.control else None
         if args.reuse and (out / "best.pt").is_file():
             result = report_existing(run, out, data, args.iters, args.threads)
         else:
@@ -93,10 +99,7 @@ def main() -> None:
             result = prune(run, args.ratio, data, finetune_epochs=args.finetune_epochs, importance=args.importance,
                            global_pruning=args.global_pruning, round_to=args.round_to, out=out, bench_iters=args.iters,
                            threads=args.threads)
-        epochs = result.info["finetune_epochs"]
-        if epochs is None:
-            epochs = load_recipe(run / "recipe.yaml").train.epochs
-        control = control_top1(run, data, epochs, args.reuse) if args.control else None
+        finetuned = epochs if result.info["finetune_epochs"] is None else result.info["finetune_epochs"]
         original = {r["backend"]: r.get("top1") for r in result.rows if r["model"] == "original"}
         recipe_rows = []
         for row in result.rows:
@@ -108,7 +111,7 @@ def main() -> None:
                 "control_top1": control if pruned_top1 is not None else None,
                 "drop_vs_control": control - pruned_top1 if control is not None and pruned_top1 is not None else None,
                 "mac_reduction": result.info["mac_reduction"], "channel_ratio": result.info["channel_ratio"],
-                "round_to": result.info["round_to"], "finetune_epochs": epochs})
+                "round_to": result.info["round_to"], "finetune_epochs": finetuned})
         rows += stamp(recipe_rows)
     load_avg = info.get("load_avg_1_5_15")
     notes = (
