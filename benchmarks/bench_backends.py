@@ -36,6 +36,7 @@ from edgevid.meta import ArtifactMeta
 from edgevid.models import count_macs, create_model, get_spec
 from edgevid.runtime import load
 from edgevid.utils.console import console, make_table, progress
+from edgevid.utils.openvino import openvino_core
 from edgevid.utils.plotting import pyplot, save_figure
 
 MODELS = ("x3d_xs", "tsm_r18", "r2plus1d_18")
@@ -68,9 +69,8 @@ def make_artifacts(name: str, workdir: Path) -> tuple[dict[tuple[str, str], Path
 
 def x3d_settings(xml: Path, onnx_path: Path, clip: np.ndarray, threads: int) -> dict[str, Callable[[], object]]:
     """X3D-XS under other runtime settings: OpenVINO hint / threads / dynamic shape, ONNX Runtime threads."""
-    import openvino as ov
 
-    core = ov.Core()
+    core = openvino_core()
     variants = {
         "LATENCY hint, static shape (edgevid default)": ({"PERFORMANCE_HINT": "LATENCY",
                                                           "INFERENCE_NUM_THREADS": threads}, True),

@@ -88,8 +88,6 @@ def main() -> None:
         epochs = args.finetune_epochs
         if epochs is None:
             epochs = load_recipe(run / "recipe.yaml").train.epochs
-        # Trained before any runtime is loaded: training with loader workers after compare_models() ran in the
-        # same process has died with SIGSEGV while shutting the workers down (not yet understood).
         control = control_top1(run, data, epochs, args.reuse) if args.control else None
         if args.reuse and (out / "best.pt").is_file():
             result = report_existing(run, out, data, args.iters, args.threads)

@@ -15,6 +15,7 @@ from typing import Any
 
 from edgevid import __version__
 from edgevid.errors import EdgevidError
+from edgevid.utils.openvino import openvino_core
 
 HEAD_KINDS = ("clip", "frame", "dense", "features")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -161,13 +162,12 @@ def _read_openvino_meta(path: Path) -> ArtifactMeta:
 
 def read_openvino_model(path: Path) -> Any:
     """Read an OpenVINO IR (``.xml`` + ``.bin``); a missing .bin or a corrupt file is an error naming it."""
-    import openvino as ov
 
     weights = path.with_suffix(".bin")
     if not weights.exists():
         raise EdgevidError(f"{path}: OpenVINO IR weights {weights.name} are missing")
     try:
-        return ov.Core().read_model(str(path), str(weights))
+        return openvino_core().read_model(str(path), str(weights))
     except Exception as exc:  # openvino raises generic RuntimeErrors for parse errors
         lines = [ln for ln in str(exc).splitlines() if ln.strip() and not ln.startswith(("Check ", "Exception from"))]
         raise EdgevidError(f"{path}: not a readable OpenVINO IR ({(lines or [type(exc).__name__])[0][:160]})") from None

@@ -49,6 +49,14 @@ def test_backends_are_picked_by_suffix_and_honour_threads(artifacts):
     assert list(named) == ["logits"] and named["logits"].shape == (1, 2)
 
 
+def test_openvino_predictors_share_one_core_but_keep_their_own_settings(artifacts):
+    one, two = load(artifacts["xml"], threads=1), load(artifacts["xml"], threads=2)
+    assert one.core is two.core  # a Core per predictor crashed a later DataLoader with workers (SIGSEGV)
+    clip = np.zeros((1, 3, 4, 32, 32), np.float32)
+    compiled = [p.request_for({"clip": clip.shape}).get_compiled_model() for p in (one, two)]
+    assert [c.get_property("INFERENCE_NUM_THREADS") for c in compiled] == [1, 2]
+
+
 def test_openvino_shares_inputs_but_returns_outputs_the_next_call_does_not_overwrite(artifacts):
     ov, reference = load(artifacts["xml"], threads=1), load(artifacts["onnx"], threads=1)
     rng = np.random.default_rng(1)

@@ -10,6 +10,7 @@ import numpy as np
 
 from edgevid.compress.calibration import check_method
 from edgevid.errors import EdgevidError
+from edgevid.utils.openvino import openvino_core
 
 WEIGHTED_OPS = ("Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData")
 LAYOUT_OPS = ("Reshape", "Transpose", "Concat", "StridedSlice", "Slice", "Squeeze", "Unsqueeze", "Split",
@@ -190,11 +191,10 @@ def float_layers(model: Any) -> list[str]:
 
 def compile_predict(model: Any, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """A function running ``model`` (in memory) on a float32 batch with OpenVINO's CPU plugin."""
-    import openvino as ov
 
     config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
-    compiled = ov.Core().compile_model(model, "CPU", config)
+    compiled = openvino_core().compile_model(model, "CPU", config)
     output = compiled.output(0)
     return lambda clips: np.asarray(compiled(clips)[output])

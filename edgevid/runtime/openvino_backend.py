@@ -16,6 +16,7 @@ import numpy as np
 from edgevid.errors import EdgevidError
 from edgevid.meta import openvino_meta, read_openvino_model
 from edgevid.runtime.base import Predictor, register_backend
+from edgevid.utils.openvino import openvino_core
 
 MAX_COMPILED_SHAPES = 4
 _VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
@@ -54,14 +55,13 @@ class OpenVINOPredictor(Predictor):
 
     @classmethod
     def open(cls, path: Path, device: str = "cpu", threads: int | None = None) -> OpenVINOPredictor:
-        import openvino as ov
 
         path = Path(path)
         if path.suffix.lower() != ".xml":
             raise EdgevidError(f"{path}: an OpenVINO IR is an .xml file (with its .bin beside it)")
         model = read_openvino_model(path)
         meta = openvino_meta(model, str(path))
-        core = ov.Core()
+        core = openvino_core()
         ov_device = openvino_device(device, core.available_devices)
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
         if threads and ov_device.startswith("CPU"):
