@@ -39,10 +39,15 @@ COLUMNS = ["recipe", "model", "backend", "params_m", "gmacs", "top1", "drop", "p
            "status"]
 
 
+def finetuned_epochs(out: Path) -> int:
+    """Epochs a finished fine-tuning run in ``out`` trained."""
+    return len((out / "metrics.csv").read_text().splitlines()) - 1
+
+
 def report_existing(run: Path, out: Path, data: Path, iters: int, threads: int | None) -> PruneResult:
     """The before/after report of a pruned run already fine-tuned in ``out`` (by an interrupted invocation)."""
     info = load_checkpoint(out / "pruned.pt").meta.extra["pruning"]
-    info["finetune_epochs"] = len((out / "metrics.csv").read_text().splitlines()) - 1
+    info["finetune_epochs"] = finetuned_epochs(out)
     return report_pruning(resolve_checkpoint(run), PruneResult(out, resolve_checkpoint(out), info), data,
                           read_meta(run), bench_iters=iters, threads=threads)
 
@@ -85,11 +90,12 @@ def main() -> None:
     for recipe in args.recipes:
         run = ensure_run(recipe, data, args.runs, args.train_epochs)
         out = default_out(run, args.ratio)
-        epochs = args.finetune_epochs
+        reuse = args.reuse and (out / "best.pt").is_file()
+        epochs = finetuned_epochs(out) if reuse else args.finetune_epochs
         if epochs is None:
             epochs = load_recipe(run / "recipe.yaml").train.epochs
         control = control_top1(run, data, epochs, args.reuse) if args.control else None
-        if args.reuse and (out / "best.pt").is_file():
+        if reuse:
             result = report_existing(run, out, data, args.iters, args.threads)
         else:
             if out.exists():
@@ -97,7 +103,6 @@ def main() -> None:
             result = prune(run, args.ratio, data, finetune_epochs=args.finetune_epochs, importance=args.importance,
                            global_pruning=args.global_pruning, round_to=args.round_to, out=out, bench_iters=args.iters,
                            threads=args.threads)
-        finetuned = epochs if result.info["finetune_epochs"] is None else result.info["finetune_epochs"]
         original = {r["backend"]: r.get("top1") for r in result.rows if r["model"] == "original"}
         recipe_rows = []
         for row in result.rows:
@@ -109,7 +114,7 @@ def main() -> None:
                 "control_top1": control if pruned_top1 is not None else None,
                 "drop_vs_control": control - pruned_top1 if control is not None and pruned_top1 is not None else None,
                 "mac_reduction": result.info["mac_reduction"], "channel_ratio": result.info["channel_ratio"],
-                "round_to": result.info["round_to"], "finetune_epochs": finetuned})
+                "round_to": result.info["round_to"], "finetune_epochs": epochs})
         rows += stamp(recipe_rows)
     load_avg = info.get("load_avg_1_5_15")
     notes = (
