@@ -69,7 +69,6 @@ def make_artifacts(name: str, workdir: Path) -> tuple[dict[tuple[str, str], Path
 
 def x3d_settings(xml: Path, onnx_path: Path, clip: np.ndarray, threads: int) -> dict[str, Callable[[], object]]:
     """X3D-XS under other runtime settings: OpenVINO hint / threads / dynamic shape, ONNX Runtime threads."""
-
     core = openvino_core()
     variants = {
         "LATENCY hint, static shape (edgevid default)": ({"PERFORMANCE_HINT": "LATENCY",

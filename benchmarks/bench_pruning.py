@@ -23,7 +23,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from edgevid.checkpoint import load_checkpoint, resolve_checkpoint
 from edgevid.compress.pruning import PruneResult, default_out, prune, report_pruning
 from edgevid.meta import read_meta
 from edgevid.train import load_recipe, train
+from edgevid.train.engine import read_metrics
 
 COLUMNS = ["recipe", "model", "backend", "params_m", "gmacs", "top1", "drop", "p50_ms", "p95_ms", "speedup",
            "status"]
@@ -41,7 +41,7 @@ COLUMNS = ["recipe", "model", "backend", "params_m", "gmacs", "top1", "drop", "p
 
 def finetuned_epochs(out: Path) -> int:
     """Epochs a finished fine-tuning run in ``out`` trained."""
-    return len((out / "metrics.csv").read_text().splitlines()) - 1
+    return len(read_metrics(out))
 
 
 def report_existing(run: Path, out: Path, data: Path, iters: int, threads: int | None) -> PruneResult:
@@ -57,14 +57,11 @@ def control_top1(run: Path, data: Path, epochs: int, reuse: bool) -> float:
     epochs from its best checkpoint) in ``<run>-finetuned<epochs>``: the reference at the same training budget,
     which matters when the original run had not converged. ``reuse`` reads a finished earlier control run."""
     out = run.parent / f"{run.name}-finetuned{epochs}"
-    metrics = out / "metrics.jsonl"
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.is_file() else []
-    if not (reuse and len(rows) == epochs):
+    if not (reuse and len(read_metrics(out)) == epochs):
         if out.exists():
             shutil.rmtree(out)
         train(run / "recipe.yaml", data, out=out, epochs=epochs, start_from=load_checkpoint(resolve_checkpoint(run)))
-        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    return max(row["val_top1"] for row in rows if row.get("val_top1") is not None)
+    return max(row["val_top1"] for row in read_metrics(out) if row.get("val_top1") is not None)
 
 
 def main() -> None:

@@ -162,7 +162,6 @@ def _read_openvino_meta(path: Path) -> ArtifactMeta:
 
 def read_openvino_model(path: Path) -> Any:
     """Read an OpenVINO IR (``.xml`` + ``.bin``); a missing .bin or a corrupt file is an error naming it."""
-
     weights = path.with_suffix(".bin")
     if not weights.exists():
         raise EdgevidError(f"{path}: OpenVINO IR weights {weights.name} are missing")

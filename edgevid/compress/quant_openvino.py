@@ -191,7 +191,6 @@ def float_layers(model: Any) -> list[str]:
 
 def compile_predict(model: Any, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """A function running ``model`` (in memory) on a float32 batch with OpenVINO's CPU plugin."""
-
     config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads

@@ -55,7 +55,6 @@ class OpenVINOPredictor(Predictor):
 
     @classmethod
     def open(cls, path: Path, device: str = "cpu", threads: int | None = None) -> OpenVINOPredictor:
-
         path = Path(path)
         if path.suffix.lower() != ".xml":
             raise EdgevidError(f"{path}: an OpenVINO IR is an .xml file (with its .bin beside it)")
