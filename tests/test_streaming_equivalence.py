@@ -156,9 +156,12 @@ def test_onnx_runtime_streaming_equals_the_causal_clip_model(tmp_path):
     out_meta = streaming_onnx(to_streaming(model), meta, path)
     assert read_meta(path).streaming and out_meta.extra["streaming"]["states"][-1]["kind"] == "step"
     session = OnnxRuntimePredictor.open(path)
-    names = [s["name"] for s in out_meta.extra["streaming"]["states"]]
-    assert session.input_names == ["frame", *names]
-    assert session.output_names == ["logits", *(f"next.{n}" for n in names)]
+    states = out_meta.extra["streaming"]["states"]
+    assert session.input_names == ["frame", *(s["name"] for s in states)]
+    # the older frame buffers are shifted by the predictor, not copied by the graph
+    shifted = [s for s in states if s["shifted_from"]]
+    assert len(shifted) == 3 + 4 and shifted[0]["shifted_from"] == "buffer.stem.conv_t.1"
+    assert session.output_names == ["logits", *(f"next.{s['name']}" for s in states if not s["shifted_from"])]
     predictor = GraphStreamingPredictor(session)
     parity = streaming_parity(model, predictor, meta, tolerance=1e-4, frames=5)
     assert parity.clips == 5 and parity.max_abs_diff < 1e-4
@@ -193,6 +196,30 @@ def test_openvino_streaming_equals_the_causal_clip_model(tmp_path):
     np.testing.assert_allclose(predictor.step(frames[0]), first, atol=1e-4)
     both = predictor.step(np.concatenate([frames[0], frames[0]]))
     np.testing.assert_allclose(both, np.concatenate([first, first]), atol=1e-4)
+
+
+@pytest.mark.parametrize("target", ["onnx", "openvino"])
+def test_strided_causal_r2plus1d_streams_exactly_through_graph_runtimes(tmp_path, target):
+    """Temporal strides: a shifted frame buffer only moves on its layer's active steps (every 2nd, 4th, 8th step)."""
+    model = _randomize_bn(VideoResNet(BasicBlock, [conv2plus1d] * 4, (1, 1, 1, 1), r2plus1d_stem, num_classes=3,
+                                      causal=True))
+    meta = _meta("r2plus1d_tiny", {}, frames=9)
+    out_meta = streaming_onnx(to_streaming(model), meta, tmp_path / "stream.onnx")
+    assert {s["rate"] for s in out_meta.extra["streaming"]["states"] if s["shifted_from"]} == {1, 2, 4, 8}
+    path = tmp_path / "stream.onnx"
+    if target == "openvino":
+        import openvino as ov
+
+        from edgevid.meta import write_openvino_meta
+
+        ir = ov.convert_model(str(path))
+        write_openvino_meta(ir, out_meta)
+        path = tmp_path / "stream.xml"
+        ov.save_model(ir, str(path), compress_to_fp16=False)
+    predictor = load_streaming(path)
+    assert predictor.backend == ("openvino" if target == "openvino" else "onnxruntime")
+    parity = streaming_parity(model, predictor, meta, tolerance=1e-4, frames=9)
+    assert parity.clips == 9 and parity.max_abs_diff < 1e-4
 
 
 def test_tsm_streaming_export_onnx_runtime_and_live(tmp_path, capsys):

@@ -6,9 +6,9 @@ model's clip logits on frames 0..t. The states, all explicit tensors so that exp
 inputs and outputs, are (in this order):
 
 - ``buffer``: per :class:`~edgevid.models.layers.CausalConv3d`, the last ``causal_pad`` frames of its input,
-  one channels-last tensor [B, 1, H, W, C] per frame (the conv runs on them + the new frame with no temporal
-  padding); per online ``TemporalShift`` (TSM), the first ``C / fold_div`` channels of the previous frame,
-  channels-last [B, H, W, C / fold_div];
+  one channels-last tensor [B, 1, H, W, C] per frame, oldest first (the conv runs on them + the new frame with no
+  temporal padding); per online ``TemporalShift`` (TSM), the first ``C / fold_div`` channels of the previous
+  frame, channels-last [B, H, W, C / fold_div];
 - ``sum`` / ``count``: per cumulative mean (causal squeeze-excitation, and the global pool before the head), the
   running sum of spatial means and the number of frames summed;
 - ``step``: the number of frames seen, shape [1].
@@ -17,11 +17,16 @@ Temporal strides (causal R(2+1)D keeps the reference's strides 2 in time) are ha
 input runs at ``rate`` (the product of the temporal strides before it) only advances its state on steps where
 ``step % rate == 0``, which are exactly the frames the strided causal convs keep (output j ends at input frame
 ``stride * j``). Initial states are zeros (:meth:`StreamingModel.initial_states`).
+
+Of a conv's frame buffers only the newest is computed; the older ones move up by one frame (next ``buffer.X.i`` is
+``buffer.X.{i+1}`` on the layer's active steps). Those moves are copies, so exported graphs leave them out
+(:class:`StreamingGraph`) and the runtimes make them by passing buffers along: ``StateSpec.shifted_from``.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -39,12 +44,17 @@ PROBE_SIZE = 224
 
 @dataclass(frozen=True)
 class StateSpec:
-    """One state tensor: its name, kind (buffer/sum/count/step), the module it belongs to, and its rate."""
+    """One state tensor: its name, kind (buffer/sum/count/step), the module it belongs to, and its rate.
+
+    ``shifted_from`` names the state whose current value becomes this one's next value on active steps (an older
+    frame buffer of a causal conv); such states are not outputs of :class:`StreamingGraph`.
+    """
 
     name: str
     kind: str
     module: str
     rate: int
+    shifted_from: str | None = None
 
 
 class _StreamContext:
@@ -182,6 +192,11 @@ class StreamingModel(nn.Module):
         finally:
             ctx.inputs = ctx.step = None
 
+    @property
+    def computed_states(self) -> list[StateSpec]:
+        """The states whose next values the model computes (all but the shifted frame buffers)."""
+        return [spec for spec in self.specs if spec.shifted_from is None]
+
     def state_shapes(self, batch: int, size: int | tuple[int, int]) -> list[list[int]]:
         """Shapes of the states for ``batch`` frames of ``size`` (found by one probe step, then cached)."""
         h, w = (size, size) if isinstance(size, int) else size
@@ -210,6 +225,20 @@ class StreamingModel(nn.Module):
             self._states = self.initial_states(frame.shape[0], (frame.shape[3], frame.shape[4]))
         logits, *self._states = self.forward(frame, *self._states)
         return logits
+
+
+class StreamingGraph(nn.Module):
+    """What streaming exports contain: ``(frame, *states) -> (logits, *computed new states)``, without the
+    shifted frame buffers (``StateSpec.shifted_from``), whose next values are inputs already."""
+
+    def __init__(self, streaming: StreamingModel) -> None:
+        super().__init__()
+        self.streaming = streaming
+        self.computed = [spec.shifted_from is None for spec in streaming.specs]
+
+    def forward(self, frame: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits, *new_states = self.streaming(frame, *states)
+        return (logits, *(state for state, keep in zip(new_states, self.computed, strict=True) if keep))
 
 
 # ----------------------------------------------------------------------------------------------- conversion
@@ -295,7 +324,9 @@ def to_streaming(model: VideoModel) -> StreamingModel:
         if isinstance(module, CausalConv3d):
             if module.causal_pad:
                 _replace(stream, path, StreamConv3d(module, ctx, len(specs), rate))
-                specs += [StateSpec(f"buffer.{path}.{i}", "buffer", path, rate) for i in range(module.causal_pad)]
+                names = [f"buffer.{path}.{i}" for i in range(module.causal_pad)]
+                specs += [StateSpec(name, "buffer", path, rate, newer) for name, newer in itertools.pairwise(names)]
+                specs.append(StateSpec(names[-1], "buffer", path, rate))
         elif isinstance(module, TemporalShift):
             _replace(stream, path, StreamShift(module, ctx, len(specs), rate))
             specs.append(StateSpec(f"buffer.{path}", "buffer", path, rate))

@@ -7,6 +7,9 @@
 - :class:`OpenVINOStreamingPredictor`: a streaming OpenVINO IR whose states go from one infer request's outputs
   to the other's inputs without copies.
 
+The exports leave out the older frame buffers of causal convs (the layout's ``shifted_from``): each is the next
+newer buffer one step later, so the predictors pass that buffer along instead of having the graph copy it.
+
 ``horizon`` (in model steps) turns the cumulative means into exponential moving averages by scaling every
 ``sum``/``count`` state by ``1 - 1/horizon`` before each step, so a never-ending camera stream keeps following
 what happens now; ``None`` keeps the exact cumulative average (the clip logits of all frames so far).
@@ -180,6 +183,15 @@ class GraphStreamingPredictor(StreamingPredictor):
         super().__init__(predictor.meta, predictor.path, predictor.device, [s["kind"] for s in self.states], horizon)
         self.predictor = predictor
         self.backend = predictor.backend
+        slots = {s["name"]: slot for slot, s in enumerate(self.states)}
+        self._step_slot = slots["step"]
+        self._shifts = [(slot, slots[s["shifted_from"]], s["rate"]) for slot, s in enumerate(self.states)
+                        if s.get("shifted_from")]
+
+    def state_note(self) -> str:
+        shifted = len(self._shifts)
+        return (f"streaming: {len(self.states)} state tensors ({len(self.states) - shifted} computed by the graph, "
+                f"{shifted} frame buffers shifted by the runtime)")
 
     def _zero_states(self, batch: int) -> list:
         return [np.zeros([batch, *s["shape"][1:]] if s["kind"] != "step" else s["shape"], dtype=np.float32)
@@ -188,23 +200,84 @@ class GraphStreamingPredictor(StreamingPredictor):
     def _step(self, frame: np.ndarray, states: list) -> tuple[np.ndarray, list]:
         feeds = {FRAME_INPUT: frame, **{s["name"]: value for s, value in zip(self.states, states, strict=True)}}
         outputs = self.predictor.run_named(feeds)
-        return outputs[LOGITS_OUTPUT], [outputs[next_name(s["name"])] for s in self.states]
+        new_states = [outputs.get(next_name(s["name"])) for s in self.states]
+        step = int(states[self._step_slot][0])
+        for slot, source, rate in self._shifts:
+            new_states[slot] = states[source] if step % rate == 0 else states[slot]
+        return outputs[LOGITS_OUTPUT], new_states
+
+
+class _StateRing:
+    """The buffers of one state (or of a causal conv's chain of ``p`` frame buffers, oldest first) as a ring of
+    ``size`` slots shared by the infer requests: a step reads the ``p`` slots before ``head``, the graph writes the
+    new value into ``head``, and the ring turns: every step, or for a chain only on its layer's active steps,
+    which shifts every frame buffer by one without a copy."""
+
+    def __init__(self, slots: list[int], rate: int, zeros: np.ndarray, size: int, compiled, names: list[str]) -> None:
+        import openvino as ov
+
+        self.slots = slots
+        self.rate = rate
+        self.buffers = [zeros.copy() for _ in range(size)]
+        self.tensors = [ov.Tensor(buffer, shared_memory=True) for buffer in self.buffers]
+        self.inputs = [compiled.input(name) for name in names]
+        self.output = compiled.output(next_name(names[-1]))
+        self.head = len(slots)
+        self._bound: dict[int, int] = {}
+
+    def reset(self) -> None:
+        for buffer in self.buffers:
+            buffer.fill(0.0)
+        self.head = len(self.slots)
+
+    def _read_slots(self) -> list[int]:
+        return [(self.head - len(self.slots) + k) % len(self.buffers) for k in range(len(self.slots))]
+
+    def current(self) -> list[np.ndarray]:
+        """The buffers the next step reads, oldest first."""
+        return [self.buffers[i] for i in self._read_slots()]
+
+    def bind(self, request, index: int) -> None:
+        """Point request ``index`` at the current slots (a no-op when they are bound there already)."""
+        if self._bound.get(index) == self.head:
+            return
+        for port, i in zip(self.inputs, self._read_slots(), strict=True):
+            request.set_tensor(port, self.tensors[i])
+        request.set_tensor(self.output, self.tensors[self.head])
+        self._bound[index] = self.head
+
+    def turn(self, step: int) -> None:
+        if step % self.rate == 0:
+            self.head = (self.head + 1) % len(self.buffers)
 
 
 class OpenVINOStreamingPredictor(GraphStreamingPredictor):
-    """A streaming OpenVINO IR compiled for static shapes with two infer requests taking turns over two sets of
-    state buffers: request 0 reads set 0 and writes set 1, request 1 the other way round. The buffers are bound
-    once at compile time, so a step only sets the frame and runs (no per-state calls or copies between steps)."""
+    """A streaming OpenVINO IR compiled for static shapes. Every state lives in a :class:`_StateRing` of ``N``
+    slots and ``N`` infer requests take turns (``N`` = 1 + the longest chain of frame buffers, at least 2): with a
+    ring turning every step, request ``j`` always reads and writes the same slots, so its buffers are bound once
+    and a step only sets the frame and runs. Rings that turn less often (temporal strides) are rebound on the
+    steps they move."""
 
     def __init__(self, predictor: Predictor, horizon: int | None = None) -> None:
         super().__init__(predictor, horizon)
         self._requests: list = []
-        self._buffers: list[list[np.ndarray]] = []
+        self._rings: list[_StateRing] = []
         self._turn = 0
 
-    def _compile(self, batch: int) -> None:
-        import openvino as ov
+    def _ring_slots(self) -> list[list[int]]:
+        """State slots of each ring: a chain of shifted frame buffers (oldest first), or one state."""
+        older = {source: slot for slot, source, _ in self._shifts}
+        chains = []
+        for slot, state in enumerate(self.states):
+            if state.get("shifted_from"):
+                continue
+            chain = [slot]
+            while chain[0] in older:
+                chain.insert(0, older[chain[0]])
+            chains.append(chain)
+        return chains
 
+    def _compile(self, batch: int) -> None:
         model = self.predictor.model.clone()
         shapes = {FRAME_INPUT: [batch, 3, 1, self.meta.size, self.meta.size]}
         shapes.update({s["name"]: s["shape"] if s["kind"] == "step" else [batch, *s["shape"][1:]]
@@ -215,20 +288,27 @@ class OpenVINOStreamingPredictor(GraphStreamingPredictor):
         except RuntimeError as exc:
             raise EdgevidError(f"{self.path}: OpenVINO cannot compile the streaming model for batch {batch}: "
                                f"{str(exc).strip().splitlines()[0][:160]}") from None
-        self._requests = [compiled.create_infer_request() for _ in range(2)]
-        self._buffers = [GraphStreamingPredictor._zero_states(self, batch) for _ in range(2)]
-        for turn, request in enumerate(self._requests):
-            for spec, read, write in zip(self.states, self._buffers[turn], self._buffers[1 - turn], strict=True):
-                request.set_tensor(spec["name"], ov.Tensor(read, shared_memory=True))
-                request.set_tensor(next_name(spec["name"]), ov.Tensor(write, shared_memory=True))
+        chains = self._ring_slots()
+        size = max(2, *(len(chain) + 1 for chain in chains))
+        zeros = GraphStreamingPredictor._zero_states(self, batch)
+        self._rings = [_StateRing(chain, self.states[chain[-1]]["rate"] if len(chain) > 1 else 1, zeros[chain[-1]],
+                                  size, compiled, [self.states[slot]["name"] for slot in chain]) for chain in chains]
+        self._requests = [compiled.create_infer_request() for _ in range(size)]
+
+    def _current_states(self) -> list[np.ndarray]:
+        states: list = [None] * len(self.states)
+        for ring in self._rings:
+            for slot, buffer in zip(ring.slots, ring.current(), strict=True):
+                states[slot] = buffer
+        return states
 
     def _zero_states(self, batch: int) -> list:
         if not self._requests or batch != self._batch:
             self._compile(batch)
         self._turn = 0
-        for buffer in self._buffers[0]:
-            buffer.fill(0.0)
-        return self._buffers[0]
+        for ring in self._rings:
+            ring.reset()
+        return self._current_states()
 
     def _decay(self, factor: float) -> None:
         for state, kind in zip(self._states, self.kinds, strict=True):
@@ -239,10 +319,15 @@ class OpenVINOStreamingPredictor(GraphStreamingPredictor):
         import openvino as ov
 
         request = self._requests[self._turn]
-        self._turn ^= 1
+        for ring in self._rings:
+            ring.bind(request, self._turn)
         request.set_tensor(FRAME_INPUT, ov.Tensor(frame, shared_memory=True))
         request.infer()
-        return request.get_tensor(LOGITS_OUTPUT).data.copy(), self._buffers[self._turn]
+        step = int(states[self._step_slot][0])
+        for ring in self._rings:
+            ring.turn(step)
+        self._turn = (self._turn + 1) % len(self._requests)
+        return request.get_tensor(LOGITS_OUTPUT).data.copy(), self._current_states()
 
 
 def load_streaming(artifact: str | Path, device: str = "cpu", threads: int | None = None,
@@ -265,18 +350,21 @@ def load_streaming(artifact: str | Path, device: str = "cpu", threads: int | Non
 def streaming_layout(streaming_model, meta: ArtifactMeta) -> list[dict[str, Any]]:
     """The state table stored in an exported artifact's metadata (shapes for batch 1 at the artifact's size)."""
     shapes = streaming_model.state_shapes(1, meta.size)
-    return [{"name": spec.name, "kind": spec.kind, "module": spec.module, "rate": spec.rate, "shape": shape}
-            for spec, shape in zip(streaming_model.specs, shapes, strict=True)]
+    return [{"name": spec.name, "kind": spec.kind, "module": spec.module, "rate": spec.rate, "shape": shape,
+             "shifted_from": spec.shifted_from} for spec, shape in zip(streaming_model.specs, shapes, strict=True)]
 
 
 def streaming_onnx(streaming_model, meta: ArtifactMeta, path: Path, opset: int = 17) -> ArtifactMeta:
-    """Export ``(frame, *states) -> (logits, *new_states)`` to ONNX with a dynamic batch; returns its metadata."""
+    """Export ``(frame, *states) -> (logits, *computed new states)`` (:class:`StreamingGraph`) to ONNX with a
+    dynamic batch; returns its metadata."""
     import torch
 
     from edgevid.export.onnx import export_onnx_module
+    from edgevid.models.streaming import StreamingGraph
 
     layout = streaming_layout(streaming_model, meta)
     names = [s["name"] for s in layout]
+    computed = [s.name for s in streaming_model.computed_states]
     out_meta = meta.replace(streaming=True, head="clip", precision="fp32", extra={
         **meta.extra, "opset": opset, "exporter": "torch.onnx/torchscript", "dynamic_batch": True,
         "dynamic_time": False, "streaming": {"input": FRAME_INPUT, "output": LOGITS_OUTPUT, "states": layout}})
@@ -284,11 +372,12 @@ def streaming_onnx(streaming_model, meta: ArtifactMeta, path: Path, opset: int =
     for state in layout:
         if state["kind"] != "step":
             dynamic_axes[state["name"]] = {0: "batch"}
-            dynamic_axes[next_name(state["name"])] = {0: "batch"}
+            if state["name"] in computed:
+                dynamic_axes[next_name(state["name"])] = {0: "batch"}
     frame = torch.randn(1, 3, 1, meta.size, meta.size)
     example = (frame, *streaming_model.initial_states(1, meta.size))
-    export_onnx_module(streaming_model, example, path, input_names=[FRAME_INPUT, *names],
-                       output_names=[LOGITS_OUTPUT, *(next_name(n) for n in names)], dynamic_axes=dynamic_axes,
+    export_onnx_module(StreamingGraph(streaming_model), example, path, input_names=[FRAME_INPUT, *names],
+                       output_names=[LOGITS_OUTPUT, *(next_name(n) for n in computed)], dynamic_axes=dynamic_axes,
                        meta=out_meta, opset=opset)
     return out_meta
 
@@ -362,7 +451,7 @@ def export_streaming(artifact: str | Path, target: str = "onnx", out: str | Path
             candidate = GraphStreamingPredictor(OnnxRuntimePredictor.open(tmp, threads=threads))
             parity = streaming_parity(reference, candidate, meta, tolerance)
         return ExportResult("onnx", precision, out_path, out_meta, parity, onnx_path=out_path,
-                            notes=[f"streaming: {len(candidate.states)} state tensors"])
+                            notes=[candidate.state_note()])
     import openvino as ov
 
     from edgevid.runtime.openvino_backend import OpenVINOPredictor
@@ -378,4 +467,4 @@ def export_streaming(artifact: str | Path, target: str = "onnx", out: str | Path
         candidate = OpenVINOStreamingPredictor(OpenVINOPredictor.open(xml, device="CPU", threads=threads))
         parity = streaming_parity(reference, candidate, meta, tolerance)
     return ExportResult("openvino", precision, out_path, out_meta, parity,
-                        notes=[f"streaming: {len(candidate.states)} state tensors"])
+                        notes=[candidate.state_note()])
