@@ -1,36 +1,41 @@
 """Batch-1 latency of X3D-XS, TSM-R18 and R(2+1)D-18 on this CPU: PyTorch eager vs ONNX Runtime vs OpenVINO.
 
 Every model is exported through ``edgevid export`` (random weights, 400 classes: latency does not depend on the
-weights) and run through ``edgevid.runtime.load``, so the numbers are those of the shipped code paths. The
-backends of one model are timed round-robin (one call of each per round) so that load changes on the shared
-machine hit them alike; median and p95 come from that one run. The achieved GFLOP/s (2 x MACs / median latency)
+weights) and run through ``edgevid.runtime.load``, so the numbers are those of the shipped code paths; OpenVINO
+INT8 comes from ``edgevid quantize`` (NNCF) with 32 calibration clips of the synthetic benchmark data. Each backend
+runs in its own process, and the processes are timed in alternating blocks (2 warm-up + ``--block`` timed calls
+per round), so no other runtime's thread pool competes with the one timed and load changes on the shared machine
+hit all of them alike; median and p95 come from that one run. The achieved GFLOP/s (2 x MACs / median latency)
 is put against a 2048^3 FP32 matmul measured in the same run. For X3D-XS a few OpenVINO / ONNX Runtime settings
 are compared as well (threads, performance hint, static vs dynamic shapes).
 
-    python -m benchmarks.bench_backends [--iters 30] [--models x3d_xs,tsm_r18,r2plus1d_18] [--out DIR]
+    python -m benchmarks.bench_backends [--rounds 5] [--block 6] [--models x3d_xs,tsm_r18,r2plus1d_18] [--out DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks.bench_training import ensure_data
 from benchmarks.common import (
     machine_info,
     markdown_table,
     results_dir,
     time_callable,
-    time_interleaved,
+    time_in_processes,
     write_results,
 )
 from edgevid.checkpoint import save_checkpoint
+from edgevid.compress.calibration import Preprocessing, build_manifest
+from edgevid.compress.quantize import quantize
 from edgevid.export import export
 from edgevid.meta import ArtifactMeta
 from edgevid.models import count_macs, create_model, get_spec
@@ -40,7 +45,10 @@ from edgevid.utils.openvino import openvino_core
 from edgevid.utils.plotting import pyplot, save_figure
 
 MODELS = ("x3d_xs", "tsm_r18", "r2plus1d_18")
-BACKENDS = (("torch", "fp32"), ("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "fp16"))
+BACKENDS = (("torch", "fp32"), ("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "fp16"),
+            ("openvino", "int8"))
+FLOAT_PRECISIONS = ("fp32", "fp16")
+CALIBRATION_CLIPS = 32
 GEMM_N = 2048
 
 
@@ -52,8 +60,8 @@ def gemm_gflops(threads: int, repeats: int = 7) -> float:
     return 2 * GEMM_N**3 / (stats["p50"] / 1e3) / 1e9
 
 
-def make_artifacts(name: str, workdir: Path) -> tuple[dict[tuple[str, str], Path], int, ArtifactMeta]:
-    """Checkpoint + ONNX + OpenVINO FP32/FP16 of a randomly initialised model; its MACs."""
+def make_artifacts(name: str, workdir: Path, data: Path) -> tuple[dict[tuple[str, str], Path], int, ArtifactMeta]:
+    """Checkpoint, ONNX, OpenVINO FP32/FP16 and OpenVINO INT8 of a randomly initialised model; its MACs."""
     spec = get_spec(name)
     model = create_model(name, num_classes=400).eval()
     meta = ArtifactMeta(model=name, classes=[f"c{i}" for i in range(400)], frames=spec.frames, size=spec.size,
@@ -61,15 +69,38 @@ def make_artifacts(name: str, workdir: Path) -> tuple[dict[tuple[str, str], Path
     ckpt = save_checkpoint(workdir / f"{name}.pt", model, meta)
     paths = {("torch", "fp32"): ckpt}
     paths[("onnxruntime", "fp32")] = export(ckpt, "onnx", parity_clips=1).path
-    for precision in ("fp32", "fp16"):
+    for precision in FLOAT_PRECISIONS:
         paths[("openvino", precision)] = export(paths[("onnxruntime", "fp32")], "openvino", precision,
                                                 out=workdir / f"{name}.{precision}.xml", parity_clips=1).path
+    manifest, _ = build_manifest(data, CALIBRATION_CLIPS, Preprocessing.from_meta(meta), model=name,
+                                 show_progress=False)
+    # random weights: calibration only looks at activations, so the synth labels can stand for the 400 classes
+    calib = dataclasses.replace(manifest, classes=meta.classes).save(workdir / f"{name}.calibration.json")
+    paths[("openvino", "int8")] = quantize(ckpt, "openvino", calib, out=workdir / f"{name}.int8.xml",
+                                           bench_iters=0, show_progress=False).path
     return paths, count_macs(model, spec.frames, spec.size), meta
 
 
-def x3d_settings(xml: Path, onnx_path: Path, clip: np.ndarray, threads: int) -> dict[str, Callable[[], object]]:
-    """X3D-XS under other runtime settings: OpenVINO hint / threads / dynamic shape, ONNX Runtime threads."""
+def predictor_call(path: str, threads: int, shape: tuple[int, ...]) -> Callable[[], object]:
+    """One ``predict`` of a fixed random clip through ``edgevid.runtime.load(path)`` (built in a timing process)."""
+    clip = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    predictor = load(path, threads=threads)
+    return lambda: predictor.predict(clip)
+
+
+def openvino_call(xml: str, config: dict, static: bool, shape: tuple[int, ...]) -> Callable[[], object]:
+    """One raw OpenVINO inference of a fixed random clip under ``config`` (static or dynamic input shape)."""
+    clip = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
     core = openvino_core()
+    model = core.read_model(xml)
+    if static:
+        model.reshape({model.inputs[0].get_any_name(): list(shape)})
+    request = core.compile_model(model, "CPU", config).create_infer_request()
+    return lambda: request.infer([clip])
+
+
+def x3d_settings(xml: Path, onnx_path: Path, shape: tuple[int, ...], threads: int) -> dict[str, tuple]:
+    """X3D-XS under other runtime settings: OpenVINO hint / threads / dynamic shape, ONNX Runtime threads."""
     variants = {
         "LATENCY hint, static shape (edgevid default)": ({"PERFORMANCE_HINT": "LATENCY",
                                                           "INFERENCE_NUM_THREADS": threads}, True),
@@ -78,16 +109,12 @@ def x3d_settings(xml: Path, onnx_path: Path, clip: np.ndarray, threads: int) -> 
         "THROUGHPUT hint, static shape": ({"PERFORMANCE_HINT": "THROUGHPUT"}, True),
         "LATENCY hint, static shape, 1 thread": ({"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 1}, True),
     }
-    settings = {}
-    for label, (config, static) in variants.items():
-        model = core.read_model(str(xml))
-        if static:
-            model.reshape({model.inputs[0].get_any_name(): list(clip.shape)})
-        request = core.compile_model(model, "CPU", config).create_infer_request()
-        settings[f"openvino fp32: {label}"] = lambda r=request: r.infer([clip])
+    settings = {f"openvino fp32: {label}": (openvino_call, {"xml": str(xml), "config": config, "static": static,
+                                                           "shape": shape})
+                for label, (config, static) in variants.items()}
     for count in sorted({1, threads}):
-        predictor = load(onnx_path, threads=count)
-        settings[f"onnxruntime fp32: ORT_ENABLE_ALL, {count} thread(s)"] = lambda p=predictor: p.predict(clip)
+        settings[f"onnxruntime fp32: ORT_ENABLE_ALL, {count} thread(s)"] = (
+            predictor_call, {"path": str(onnx_path), "threads": count, "shape": shape})
     return settings
 
 
@@ -102,7 +129,7 @@ def plot(rows: list[dict], path: Path) -> None:
         spread = [by_label[label]["p95_ms"] - by_label[label]["p50_ms"] if label in by_label else 0
                   for label in labels]
         ax.bar(range(len(labels)), medians, yerr=[np.zeros(len(labels)), spread], capsize=3,
-               color=["#999999", "#4c72b0", "#55a868", "#8fd19e"])
+               color=["#999999", "#4c72b0", "#55a868", "#8fd19e", "#c44e52"])
         ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
         ax.set_title(f"{model} ({by_label['torch fp32']['input']})")
     axes[0][0].set_ylabel("batch-1 latency (ms): median, p95 whisker")
@@ -112,62 +139,71 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iters", type=int, default=30, help="Timed runs per backend (fewer for slow models).")
+    parser.add_argument("--rounds", type=int, default=5, help="Rounds of alternating blocks.")
+    parser.add_argument("--block", type=int, default=6, help="Timed calls per backend and round.")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--data", type=Path, help="Calibration data for INT8 (default: synth defaults in "
+                                                  "runs/bench/synth, generated when missing).")
     parser.add_argument("--out", type=Path, default=None, help="Results folder (default benchmarks/results/<machine>)")
     args = parser.parse_args()
     out = args.out or results_dir("backends")
+    data = ensure_data(args.data, quick=False)
     info = machine_info()
     torch.set_num_threads(args.threads)
     rows, variants = [], []
     gemm_before = gemm_gflops(args.threads)
+    timing = {"rounds": args.rounds, "block": args.block}
     with tempfile.TemporaryDirectory() as tmp, progress() as bar:
         names = args.models.split(",")
         task = bar.add_task("backends", total=len(names) * len(BACKENDS), info="")
         for name in names:
-            bar.update(task, info=f"{name}: exporting")
-            paths, macs, meta = make_artifacts(name, Path(tmp))
-            clip = np.random.default_rng(0).standard_normal((1, 3, meta.frames, meta.size, meta.size),
-                                                           dtype=np.float32)
-            predictors = {key: load(path, threads=args.threads) for key, path in paths.items()}
-            first = time.perf_counter()
-            predictors[("torch", "fp32")].predict(clip)
-            iters = int(np.clip(60 / max(time.perf_counter() - first, 1e-3), 5, args.iters))
-            bar.update(task, info=f"{name}: {len(predictors)} backends interleaved x{iters}")
-            timings = time_interleaved({key: (lambda p=predictor, c=clip: p.predict(c))
-                                        for key, predictor in predictors.items()}, warmup=3, iters=iters)
+            bar.update(task, info=f"{name}: exporting and quantizing")
+            paths, macs, meta = make_artifacts(name, Path(tmp), data)
+            shape = (1, 3, meta.frames, meta.size, meta.size)
+            bar.update(task, info=f"{name}: {len(paths)} backends, one process each, {args.rounds} rounds")
+            timings = time_in_processes({key: (predictor_call, {"path": str(path), "threads": args.threads,
+                                                                "shape": shape}) for key, path in paths.items()},
+                                        **timing)
             for (backend, precision), stats in timings.items():
                 files = (paths[(backend, precision)], paths[(backend, precision)].with_suffix(".bin"))
                 rows.append({"model": name, "input": f"{meta.frames}x{meta.size}", "backend": backend,
                              "precision": precision, "p50_ms": stats["p50"], "p95_ms": stats["p95"],
-                             "iters": iters, "gmacs": macs / 1e9, "gflops": 2 * macs / (stats["p50"] / 1e3) / 1e9,
+                             "iters": stats["iters"], "gmacs": macs / 1e9,
+                             "gflops": 2 * macs / (stats["p50"] / 1e3) / 1e9,
                              "size_mb": sum(f.stat().st_size for f in files if f.exists()) / 2**20})
                 bar.advance(task)
             if name == "x3d_xs":
-                bar.update(task, info=f"{name}: runtime settings interleaved x{iters}")
-                settings = x3d_settings(paths[("openvino", "fp32")], paths[("onnxruntime", "fp32")], clip,
+                bar.update(task, info=f"{name}: runtime settings, one process each")
+                settings = x3d_settings(paths[("openvino", "fp32")], paths[("onnxruntime", "fp32")], shape,
                                         args.threads)
                 variants = [{"setting": label, "p50_ms": st["p50"], "p95_ms": st["p95"]}
-                            for label, st in time_interleaved(settings, warmup=3, iters=iters).items()]
+                            for label, st in time_in_processes(settings, **timing).items()]
     gemm = (gemm_before + gemm_gflops(args.threads)) / 2
     torch_p50 = {r["model"]: r["p50_ms"] for r in rows if r["backend"] == "torch"}
     for row in rows:
         row["speedup_vs_torch"] = torch_p50[row["model"]] / row["p50_ms"]
         row["pct_of_gemm"] = 100 * row["gflops"] / gemm
     info.update(gemm_gflops_2048=gemm, threads=args.threads, load_avg_end=[round(v, 2) for v in os.getloadavg()])
-    best_x3d = max((r for r in rows if r["model"] == "x3d_xs"), key=lambda r: r["speedup_vs_torch"], default=None)
+    x3d = [r for r in rows if r["model"] == "x3d_xs"]
+    best_float = max((r for r in x3d if r["precision"] in FLOAT_PRECISIONS), key=lambda r: r["speedup_vs_torch"],
+                     default=None)
+    int8 = next((r for r in x3d if r["precision"] == "int8"), None)
     notes = [
-        "Batch 1, random weights, 400 classes, FP32 input; each backend with "
-        f"{args.threads} threads; medians and p95 from the same run. The machine is shared with other jobs: "
+        f"Batch 1, random weights, 400 classes, FP32 input; each backend with {args.threads} threads in its own "
+        f"process, timed in {args.rounds} rounds of alternating blocks (2 warm-up + {args.block} timed calls); "
+        "medians and p95 from the same run. The machine is shared with other jobs: "
         f"load average at start {info['load_avg_1_5_15']}, at end {info['load_avg_end']}.",
         f"2048^3 FP32 matmul in PyTorch: {gemm:.1f} GFLOP/s (mean of one measurement before and one after).",
         "OpenVINO fp16 = weights compressed to FP16 (compress_to_fp16); this CPU has no native FP16 arithmetic, "
         "so the CPU plugin computes in FP32: expect FP32 speed, half the file size.",
     ]
-    if best_x3d:
-        notes.append(f"X3D-XS: best backend {best_x3d['backend']} {best_x3d['precision']} is "
-                     f"{best_x3d['speedup_vs_torch']:.1f}x faster than torch eager (target >= 4x).")
+    notes.append(f"OpenVINO int8: `edgevid quantize --target openvino` (NNCF, min/max ranges) with "
+                 f"{CALIBRATION_CLIPS} calibration clips of {data.name}; this CPU has AVX2 but no VNNI.")
+    if best_float:
+        notes.append(f"X3D-XS: best FP32/FP16 backend {best_float['backend']} {best_float['precision']} is "
+                     f"{best_float['speedup_vs_torch']:.2f}x faster than torch eager (target >= 4x)"
+                     + (f"; OpenVINO INT8 {int8['speedup_vs_torch']:.2f}x." if int8 else "."))
     columns = ["model", "input", "backend", "precision", "p50_ms", "p95_ms", "speedup_vs_torch", "gflops",
                "pct_of_gemm", "gmacs", "size_mb", "iters"]
     notes_md = "\n".join(f"- {n}" for n in notes)

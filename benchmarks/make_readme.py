@@ -43,12 +43,13 @@ STUDIES: dict[str, tuple[str, str, str]] = {
     ),
     "backends": (
         "Backends: PyTorch eager vs ONNX Runtime vs OpenVINO",
-        "Batch-1 latency (median and p95 from one run, backends timed round-robin) of X3D-XS, TSM-R18 and "
-        "R(2+1)D-18 exported with `edgevid export` and run through `edgevid.runtime.load`, FP32 and OpenVINO FP16, "
-        "with the achieved GFLOP/s against a 2048^3 FP32 matmul measured in the same run, and a few OpenVINO / "
-        "ONNX Runtime settings for X3D-XS. Target: the best backend is at least 4x faster than PyTorch eager for "
-        "X3D-XS (4x160x160).",
-        ".venv/bin/python -m benchmarks.bench_backends [--iters 30] [--models x3d_xs,tsm_r18,r2plus1d_18]",
+        "Batch-1 latency (median and p95 from one run; each backend in its own process, timed in alternating "
+        "blocks) of X3D-XS, TSM-R18 and R(2+1)D-18 exported with `edgevid export` and run through "
+        "`edgevid.runtime.load`: FP32, OpenVINO FP16 and OpenVINO INT8 (`edgevid quantize`), with the achieved "
+        "GFLOP/s against a 2048^3 FP32 matmul measured in the same run, and a few OpenVINO / ONNX Runtime settings "
+        "for X3D-XS. Target: the best backend is at least 4x faster than PyTorch eager for X3D-XS (4x160x160).",
+        ".venv/bin/python -m benchmarks.bench_backends [--rounds 5] [--block 6] "
+        "[--models x3d_xs,tsm_r18,r2plus1d_18]",
     ),
     "int8": (
         "INT8 post-training quantization",

@@ -14,7 +14,7 @@ import platform
 import re
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -130,10 +130,15 @@ def time_callable(fn: Callable[[], Any], warmup: int = 5, iters: int = 30, max_s
         samples.append((end - start) * 1e3)
         if deadline is not None and end >= deadline and len(samples) >= min(min_iters, iters):
             break
-    values = np.asarray(samples)
+    return latency_stats(samples)
+
+
+def latency_stats(samples_ms: Sequence[float]) -> dict[str, float]:
+    """p50/p95/p99, mean, min, max (ms) and the count of latency samples."""
+    values = np.asarray(samples_ms)
     p50, p95, p99 = np.percentile(values, [50, 95, 99])
     return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "mean": float(values.mean()),
-            "min": float(values.min()), "max": float(values.max()), "iters": len(samples)}
+            "min": float(values.min()), "max": float(values.max()), "iters": len(values)}
 
 
 __all__ = [
@@ -143,6 +148,7 @@ __all__ = [
     "gpu_name",
     "jetson_model",
     "jetson_power_mode",
+    "latency_stats",
     "machine_info",
     "machine_name",
     "package_version",
