@@ -62,6 +62,21 @@ def _meta(model: str, arch: dict, frames: int = 5) -> ArtifactMeta:
                         mean=(0.45,) * 3, std=(0.225,) * 3, arch=arch)
 
 
+def _streaming_export(model, meta: ArtifactMeta, directory: Path, target: str) -> Path:
+    """The streaming ONNX of ``model``, or that ONNX converted to an OpenVINO IR (FP32) with the same metadata."""
+    out_meta = streaming_onnx(to_streaming(model), meta, directory / "stream.onnx")
+    if target == "onnx":
+        return directory / "stream.onnx"
+    import openvino as ov
+
+    from edgevid.meta import write_openvino_meta
+
+    ir = ov.convert_model(str(directory / "stream.onnx"))
+    write_openvino_meta(ir, out_meta)
+    ov.save_model(ir, str(directory / "stream.xml"), compress_to_fp16=False)
+    return directory / "stream.xml"
+
+
 def _stream_all(streaming, clip):
     states = streaming.initial_states(clip.shape[0], clip.shape[-1])
     outputs = []
@@ -172,17 +187,9 @@ def test_onnx_runtime_streaming_equals_the_causal_clip_model(tmp_path):
 
 
 def test_openvino_streaming_equals_the_causal_clip_model(tmp_path):
-    import openvino as ov
-
-    from edgevid.meta import write_openvino_meta
-
     model = tiny_x3d()
     meta = _meta("x3d_tiny", {})
-    out_meta = streaming_onnx(to_streaming(model), meta, tmp_path / "stream.onnx")
-    ir = ov.convert_model(str(tmp_path / "stream.onnx"))
-    write_openvino_meta(ir, out_meta)
-    ov.save_model(ir, str(tmp_path / "stream.xml"), compress_to_fp16=False)
-    predictor = load_streaming(tmp_path / "stream.xml")
+    predictor = load_streaming(_streaming_export(model, meta, tmp_path, "openvino"))
     assert predictor.backend == "openvino"
     assert streaming_parity(model, predictor, meta, tolerance=1e-4, frames=4).max_abs_diff < 1e-4
     reference = TorchStreamingPredictor.from_model(model, meta, Path("x3d"), horizon=2)
@@ -204,18 +211,8 @@ def test_strided_causal_r2plus1d_streams_exactly_through_graph_runtimes(tmp_path
     model = _randomize_bn(VideoResNet(BasicBlock, [conv2plus1d] * 4, (1, 1, 1, 1), r2plus1d_stem, num_classes=3,
                                       causal=True))
     meta = _meta("r2plus1d_tiny", {}, frames=9)
-    out_meta = streaming_onnx(to_streaming(model), meta, tmp_path / "stream.onnx")
-    assert {s["rate"] for s in out_meta.extra["streaming"]["states"] if s["shifted_from"]} == {1, 2, 4, 8}
-    path = tmp_path / "stream.onnx"
-    if target == "openvino":
-        import openvino as ov
-
-        from edgevid.meta import write_openvino_meta
-
-        ir = ov.convert_model(str(path))
-        write_openvino_meta(ir, out_meta)
-        path = tmp_path / "stream.xml"
-        ov.save_model(ir, str(path), compress_to_fp16=False)
+    path = _streaming_export(model, meta, tmp_path, target)
+    assert {s["rate"] for s in read_meta(path).extra["streaming"]["states"] if s["shifted_from"]} == {1, 2, 4, 8}
     predictor = load_streaming(path)
     assert predictor.backend == ("openvino" if target == "openvino" else "onnxruntime")
     parity = streaming_parity(model, predictor, meta, tolerance=1e-4, frames=9)

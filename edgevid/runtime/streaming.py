@@ -5,7 +5,7 @@
 - :class:`GraphStreamingPredictor`: a streaming export (``edgevid export ... --streaming``) run through the
   ONNX Runtime or TensorRT backend, states fed as named inputs and read back from named outputs;
 - :class:`OpenVINOStreamingPredictor`: a streaming OpenVINO IR whose states go from one infer request's outputs
-  to the other's inputs without copies.
+  to the next one's inputs without copies.
 
 The exports leave out the older frame buffers of causal convs (the layout's ``shifted_from``): each is the next
 newer buffer one step later, so the predictors pass that buffer along instead of having the graph copy it.
