@@ -186,6 +186,25 @@ def test_loader_order_and_augmentation_depend_only_on_seed_and_epoch(tmp_path):
     assert torch.equal(epochs(0, count=1, start=1)[0], single[1])  # resuming at epoch 1 repeats epoch 1
 
 
+def test_cached_videos_give_the_same_clips_and_corrupt_ones_are_still_skipped(tmp_path):
+    _class_tree(tmp_path / "train", ("a", "b"), per_class=2)
+    (tmp_path / "train" / "b" / "broken.mp4").write_bytes(b"not a video" * 50)
+    augment = AugmentConfig(scale=(0.2, 1.0), color_jitter=0.5)
+    plain = _build(tmp_path, train=True, augment=augment)
+    cached = _build(tmp_path, train=True, augment=augment, cache_gb=0.01)
+
+    def two_epochs(data):
+        loader = build_loader(data, 2, shuffle=True, workers=0, seed=5)
+        return [[(b[0], b[1], b[2]) for b in loader] for _ in range(2)]
+
+    for plain_epoch, cached_epoch in zip(two_epochs(plain), two_epochs(cached), strict=True):
+        for (x, y, skipped), (cx, cy, cskipped) in zip(plain_epoch, cached_epoch, strict=True):
+            assert torch.equal(x, cx) and torch.equal(y, cy) and len(skipped) == len(cskipped)
+    assert cached._videos.nbytes == 4 * 12 * SIZE * SIZE * 3  # four readable videos of 12 frames, decoded once
+    with pytest.raises(EdgevidError, match="cache_gb"):
+        _build(tmp_path, cache_gb=-1)
+
+
 def test_distributed_loader_uses_a_distributed_sampler(tmp_path):
     _class_tree(tmp_path / "train", ("a", "b"), per_class=2)
     data = _build(tmp_path, train=True)

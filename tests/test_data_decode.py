@@ -7,6 +7,7 @@ import pytest
 
 from edgevid.data import VideoDecodeError, VideoReader, probe, read_clip
 from edgevid.data import decode as decode_module
+from edgevid.data.decode import DecodedVideo, VideoCache
 from edgevid.data.synth import write_video
 
 BITS = 10
@@ -104,3 +105,27 @@ def test_corrupt_and_missing_files_name_the_path(tmp_path, long_video):
     for bad in (garbage, truncated, tmp_path / "missing.mp4"):
         with pytest.raises(VideoDecodeError, match=bad.name):
             read_clip(bad, [0])
+
+
+def test_video_cache_decodes_once_and_reads_like_the_file(tmp_path):
+    path = _pattern_video(tmp_path / "cached.mp4", 30)
+    vfr = _pattern_video(tmp_path / "vfr.mp4", 20, pts=[i * i for i in range(20)],
+                         time_base=fractions.Fraction(1, 100))
+    frame_bytes = 16 * BITS * BAR * 3
+    cache = VideoCache(max_bytes=45 * frame_bytes)
+    wanted = [29, 3, 30, 41, 0]
+    with cache.open(path) as first:
+        assert isinstance(first, DecodedVideo)
+        assert _read_bars(first.read(wanted)) == [29, 3, 0, 11, 0]
+    with cache.open(path) as again:
+        assert again is first
+    assert cache.nbytes == 30 * frame_bytes
+    with cache.open(vfr) as reader:  # 20 more frames would pass the 45-frame budget
+        assert isinstance(reader, VideoReader)
+        assert _read_bars(reader.read(range(20))) == _read_bars(read_clip(vfr, range(20)))
+    assert cache.nbytes == 30 * frame_bytes
+    with VideoCache(max_bytes=100 * frame_bytes).open(vfr) as decoded:  # time-based indices survive caching
+        assert isinstance(decoded, DecodedVideo)
+        assert _read_bars(decoded.read(range(20))) == _read_bars(read_clip(vfr, range(20)))
+    with VideoCache(max_bytes=0).open(path) as reader:
+        assert isinstance(reader, VideoReader)

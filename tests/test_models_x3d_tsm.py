@@ -287,18 +287,26 @@ def test_bad_input_raises_value_error(name):
 
 
 @pytest.mark.parametrize("causal", [False, True])
-def test_depthwise_training_path_matches_native_conv3d(causal):
+@pytest.mark.parametrize("kernel, stride, padding, size", [
+    (3, (1, 2, 2), 1, (5, 9, 9)),  # summed depthwise Conv2d over temporal taps
+    (3, (1, 2, 2), 1, (3, 4, 4)),  # small: one matmul per channel
+    (3, 1, 1, (4, 2, 2)),
+    ((5, 1, 1), 1, (2, 0, 0), (4, 6, 6)),  # temporal-only kernel: matmul over frames
+])
+def test_depthwise_training_path_matches_native_conv3d(causal, kernel, stride, padding, size):
     torch.manual_seed(0)
-    conv = conv3d(6, 6, 3, stride=(1, 2, 2), padding=1, groups=6, bias=True, causal=causal).train()
-    x = torch.randn(2, 6, 5, 9, 9, requires_grad=True)
+    conv = conv3d(6, 6, kernel, stride=stride, padding=padding, groups=6, bias=True, causal=causal).train()
+    x = torch.randn(2, 6, *size, requires_grad=True)
     out = conv(x)
     out.square().sum().backward()
-    fast = (out.detach(), x.grad.clone(), conv.weight.grad.clone())
-    x.grad, conv.weight.grad = None, None
-    padded = torch.nn.functional.pad(x, (0, 0, 0, 0, 2, 0)) if causal else x
+    fast = (out.detach(), x.grad.clone(), conv.weight.grad.clone(), conv.bias.grad.clone())
+    x.grad, conv.weight.grad, conv.bias.grad = None, None, None
+    pad_t = conv.kernel_size[0] - 1
+    padded = torch.nn.functional.pad(x, (0, 0, 0, 0, pad_t, 0)) if causal else x
     native = torch.nn.functional.conv3d(padded, conv.weight, conv.bias, conv.stride, conv.padding, groups=6)
     native.square().sum().backward()
     assert out.shape == native.shape
     torch.testing.assert_close(fast[0], native.detach(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(fast[1], x.grad, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(fast[2], conv.weight.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fast[3], conv.bias.grad, rtol=1e-4, atol=1e-4)

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from edgevid.data.decode import VIDEO_EXTENSIONS, VideoDecodeError, VideoReader
+from edgevid.data.decode import VIDEO_EXTENSIONS, VideoCache, VideoDecodeError
 from edgevid.data.sampling import check_mode, crop_boxes, train_indices, view_indices
 from edgevid.data.transforms import AugmentConfig, ClipAugment, normalize, opencv_single_thread, resize_crop
 from edgevid.errors import EdgevidError
@@ -359,13 +359,16 @@ class ClipDataset(Dataset):
 
     Clips are [3, T, S, S], or [V, 3, T, S, S] with V = clips x crops test views (clip-major order).
     :meth:`load` returns a :class:`SkippedVideo` (path, reason) instead of ``None``; :func:`build_loader` uses it.
+    ``cache_gb`` > 0 keeps decoded videos in memory up to that size (:class:`~edgevid.data.decode.VideoCache`).
     """
 
     def __init__(self, samples: list[VideoSample], classes: list[str], *, layout: str, source: Path, frames: int,
                  size: int, sampling_stride: float, mean: Sequence[float], std: Sequence[float], train: bool,
                  augment: AugmentConfig | None = None, sampling: str = "dense", views: tuple[int, int] = (1, 1),
-                 strict: bool = False) -> None:
+                 strict: bool = False, cache_gb: float = 0.0) -> None:
         check_mode(sampling)
+        if cache_gb < 0:
+            raise EdgevidError(f"cache_gb must be >= 0, got {cache_gb}")
         if frames < 1 or size < 1 or sampling_stride <= 0:
             raise EdgevidError(f"frames, size and sampling_stride must be positive, got {frames}, {size}, "
                                f"{sampling_stride}")
@@ -389,6 +392,7 @@ class ClipDataset(Dataset):
         self.strict = strict
         self.augment = augment if augment is not None else AugmentConfig()
         self._augment = ClipAugment(size, self.mean, self.std, self.augment, self.classes) if train else None
+        self._videos = VideoCache(int(cache_gb * 2**30))
 
     @property
     def num_classes(self) -> int:
@@ -413,7 +417,7 @@ class ClipDataset(Dataset):
         """
         sample = self.samples[index]
         try:
-            with VideoReader(sample.path) as video:
+            with self._videos.open(sample.path) as video:
                 first, count = self._segment(sample, video.info.fps, video.info.num_frames)
                 if self.train:
                     rng = np.random.default_rng(seed if seed is not None
@@ -449,7 +453,7 @@ class ClipDataset(Dataset):
 def build_dataset(root: str | Path, split: str, *, frames: int, size: int, sampling_stride: float,
                   mean: Sequence[float], std: Sequence[float], train: bool, augment: AugmentConfig | None = None,
                   sampling: str = "dense", views: tuple[int, int] = (1, 1), strict: bool = False,
-                  classes: Sequence[str] | None = None) -> ClipDataset:
+                  classes: Sequence[str] | None = None, cache_gb: float = 0.0) -> ClipDataset:
     """The clips of ``split`` under ``root`` (any supported layout); ``classes`` forces a trained model's classes."""
     found = find_split(root, split)
     class_names = list(classes) if classes is not None else found.classes
@@ -457,7 +461,7 @@ def build_dataset(root: str | Path, split: str, *, frames: int, size: int, sampl
         raise EdgevidError("class names repeat in the given class list")
     return ClipDataset(found.samples(class_names), class_names, layout=found.layout, source=found.source,
                        frames=frames, size=size, sampling_stride=sampling_stride, mean=mean, std=std, train=train,
-                       augment=augment, sampling=sampling, views=views, strict=strict)
+                       augment=augment, sampling=sampling, views=views, strict=strict, cache_gb=cache_gb)
 
 
 # --------------------------------------------------------------------------------------------------- loader

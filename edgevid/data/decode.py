@@ -18,7 +18,8 @@ fail, :class:`VideoDecodeError` names the file and both reasons.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -269,6 +270,50 @@ class VideoReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class DecodedVideo:
+    """A whole video decoded into memory; :meth:`read` gives what :meth:`VideoReader.read` gives for the file."""
+
+    def __init__(self, info: VideoInfo, frames: np.ndarray) -> None:
+        self.info = info
+        self.frames = frames
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        idx = _as_index_array(indices, self.info.num_frames)
+        if idx.size == 0:
+            raise ValueError("read() needs at least one frame index")
+        return self.frames[idx]
+
+
+class VideoCache:
+    """Decoded videos kept in memory up to ``max_bytes`` (first come, first kept; the others decode per read).
+
+    Decoding is most of a data loader's work on small videos; a training set that fits in memory is decoded once.
+    Each process holds its own cache, so N loader workers may hold N copies. ``max_bytes=0`` keeps nothing.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self._videos: dict[str, DecodedVideo] = {}
+
+    @contextmanager
+    def open(self, path: str | Path) -> Iterator[VideoReader | DecodedVideo]:
+        """The cached video, else a :class:`VideoReader` (decoding the whole video first when it fits)."""
+        key = str(path)
+        if key in self._videos:
+            yield self._videos[key]
+            return
+        with VideoReader(path) as reader:
+            info = reader.info
+            if self.nbytes + info.num_frames * info.height * info.width * 3 > self.max_bytes:
+                yield reader
+                return
+            video = DecodedVideo(info, reader.read(np.arange(info.num_frames)))
+        self._videos[key] = video
+        self.nbytes += video.frames.nbytes
+        yield video
 
 
 def read_clip(path: str | Path, indices: Sequence[int]) -> np.ndarray:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import math
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,29 +43,71 @@ def _is_plain_depthwise(conv: nn.Conv3d) -> bool:
             and conv.dilation == (1, 1, 1) and conv.padding_mode == "zeros" and isinstance(conv.padding, tuple))
 
 
-def conv3d_forward(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(x)``; a depthwise kernel training on CPU runs as a sum of depthwise Conv2d over its temporal taps.
+# A depthwise conv over at most this many input positions (T*H*W) trains as one matmul per channel.
+_MATMUL_MAX_POSITIONS = 64
 
-    PyTorch's native depthwise Conv3d has no fast CPU backward (about 3.5x slower than this on X3D's shapes); the
-    result is the same. Only in training mode: evaluation, export and Torch-Pruning's tracing (which runs the
-    model in eval mode) see the single Conv3d.
+
+def conv3d_forward(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)``; a depthwise kernel training on CPU runs on faster CPU kernels with the same result.
+
+    PyTorch's native depthwise Conv3d has no fast CPU backward, and oneDNN's depthwise Conv2d backward is slowest
+    on tiny maps (7 ms for [64, 432, 2, 2]). So in training: small inputs and temporal-only kernels (k, 1, 1) run
+    as a per-channel matmul with the unrolled kernel; the rest as a sum of depthwise Conv2d over the temporal taps.
+    Together about 1.5x faster for an X3D-XS training step at 4x64x64. Evaluation, export and Torch-Pruning's
+    tracing (which runs the model in eval mode) see the single Conv3d.
     """
     if not conv.training or x.device.type != "cpu" or not _is_plain_depthwise(conv) or _exporting():
         return conv._conv_forward(x, conv.weight, conv.bias)
+    temporal_only = conv.kernel_size[1:] == (1, 1) and conv.stride[1:] == (1, 1) and conv.padding[1:] == (0, 0)
+    if temporal_only or x.shape[2:].numel() <= _MATMUL_MAX_POSITIONS:
+        out = _depthwise_matmul(conv, x, dims=1 if temporal_only else 3)
+    else:
+        out = _depthwise_conv2d_taps(conv, x)
+    return out if conv.bias is None else out + conv.bias.view(1, -1, 1, 1, 1)
+
+
+@functools.lru_cache(maxsize=64)
+def _unrolled_taps(in_size: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[int, ...],
+                   padding: tuple[int, ...]) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """0/1 matrix [taps, O*I]: entry (k, o, i) is 1 where kernel tap k links output o to input i; output size."""
+    out_size = tuple((n + 2 * p - k) // s + 1 for n, k, s, p in zip(in_size, kernel, stride, padding, strict=True))
+    ndim = len(in_size)
+    outputs = np.stack(np.meshgrid(*map(np.arange, out_size), indexing="ij"), -1).reshape(-1, 1, ndim)
+    taps = np.stack(np.meshgrid(*map(np.arange, kernel), indexing="ij"), -1).reshape(1, -1, ndim)
+    source = outputs * np.array(stride) - np.array(padding) + taps
+    out_idx, tap_idx = np.nonzero(np.all((source >= 0) & (source < np.array(in_size)), axis=-1))
+    unrolled = np.zeros((taps.shape[1], outputs.shape[0], math.prod(in_size)), dtype=np.float32)
+    unrolled[tap_idx, out_idx, np.ravel_multi_index(tuple(source[out_idx, tap_idx].T), in_size)] = 1
+    return torch.from_numpy(unrolled.reshape(taps.shape[1], -1)), out_size
+
+
+def _depthwise_matmul(conv: nn.Conv3d, x: torch.Tensor, dims: int) -> torch.Tensor:
+    """Depthwise conv as [C, O, I] matrices applied to the last ``dims`` axes flattened (3: T, H, W; 1: T)."""
+    batch, channels = x.shape[:2]
+    in_size = tuple(x.shape[2:2 + dims])
+    unrolled, out_size = _unrolled_taps(in_size, conv.kernel_size[:dims], conv.stride[:dims], conv.padding[:dims])
+    weight = conv.weight.reshape(channels, -1) @ unrolled.to(conv.weight.dtype)
+    weight = weight.view(channels, math.prod(out_size), math.prod(in_size))
+    if dims == 3:
+        out = torch.bmm(x.reshape(batch, channels, -1).transpose(0, 1), weight.transpose(1, 2))
+        return out.transpose(0, 1).reshape(batch, channels, *out_size)
+    out = torch.matmul(weight, x.reshape(batch, channels, in_size[0], -1))
+    return out.view(batch, channels, *out_size, *x.shape[3:])
+
+
+def _depthwise_conv2d_taps(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """Depthwise Conv3d as the sum over temporal taps of depthwise Conv2d on frames folded into the batch."""
     pad_t, pad_h, pad_w = conv.padding
     if pad_t:
         x = F.pad(x, (0, 0, 0, 0, pad_t, pad_t))
     batch, channels, frames = x.shape[:3]
-    kt = conv.kernel_size[0]
-    out_frames = frames - kt + 1
+    out_frames = frames - conv.kernel_size[0] + 1
     frames_first = x.transpose(1, 2)
     out = None
-    for tap in range(kt):
+    for tap in range(conv.kernel_size[0]):
         window = frames_first[:, tap:tap + out_frames].reshape(batch * out_frames, channels, *x.shape[3:])
         term = F.conv2d(window, conv.weight[:, :, tap], None, conv.stride[1:], (pad_h, pad_w), groups=channels)
         out = term if out is None else out + term
-    if conv.bias is not None:
-        out = out + conv.bias.view(1, -1, 1, 1)
     return out.reshape(batch, out_frames, channels, *out.shape[2:]).transpose(1, 2)
 
 

@@ -166,7 +166,7 @@ class Trainer:
     def _build_data(self, classes: list[str] | None) -> None:
         data, cfg, ctx = self.recipe.data, self.recipe.train, self.ctx
         common = dict(frames=data.frames, size=data.size, sampling_stride=data.sampling_stride, mean=data.mean,
-                      std=data.std, sampling=data.sampling, strict=data.strict)
+                      std=data.std, sampling=data.sampling, strict=data.strict, cache_gb=data.cache_gb)
         self.train_set = build_dataset(self.data_root, data.train_split, train=True, augment=data.augment,
                                        classes=classes, **common)
         self.classes = list(self.train_set.classes)

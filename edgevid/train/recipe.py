@@ -38,7 +38,11 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Clip geometry and sampling; ``None`` takes the model spec's default (frames, size, sampling rate, mean/std)."""
+    """Clip geometry and sampling; ``None`` takes the model spec's default (frames, size, sampling rate, mean/std).
+
+    ``cache_gb``: keep decoded videos in memory up to this many GiB per process (each loader worker has its own),
+    so a small dataset is decoded once rather than every epoch; 0 decodes every clip.
+    """
 
     frames: int | None = _bounded(None, ge=1)
     size: int | None = _bounded(None, ge=8)
@@ -50,6 +54,7 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     strict: bool = False
+    cache_gb: float = _bounded(0.0, ge=0)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
