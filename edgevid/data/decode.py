@@ -57,7 +57,9 @@ def _reason(exc: BaseException) -> str:
 
 def _as_index_array(indices: Sequence[int], num_frames: int) -> np.ndarray:
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-    if idx.size and idx.min() < 0:
+    if idx.size == 0:
+        raise ValueError("read() needs at least one frame index")
+    if idx.min() < 0:
         raise ValueError(f"frame indices must be >= 0, got {int(idx.min())}")
     return idx % num_frames
 
@@ -248,8 +250,6 @@ class VideoReader:
     def read(self, indices: Sequence[int]) -> np.ndarray:
         """Frames at ``indices`` (any order, repeats allowed) as uint8 RGB [len(indices), H, W, 3]."""
         idx = _as_index_array(indices, self.info.num_frames)
-        if idx.size == 0:
-            raise ValueError("read() needs at least one frame index")
         while True:
             try:
                 return self._source.read(idx)
@@ -280,10 +280,7 @@ class DecodedVideo:
         self.frames = frames
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
-        idx = _as_index_array(indices, self.info.num_frames)
-        if idx.size == 0:
-            raise ValueError("read() needs at least one frame index")
-        return self.frames[idx]
+        return self.frames[_as_index_array(indices, self.info.num_frames)]
 
 
 class VideoCache:
