@@ -11,7 +11,7 @@ from compress_fixtures import make_synth, train_tiny_run
 from onnx import numpy_helper
 
 from edgevid.cli import main
-from edgevid.compress.accuracy import ValidationSet, onnx_accuracy_guard, ort_predict
+from edgevid.compress.accuracy import AccuracyGuardError, ValidationSet, onnx_accuracy_guard, ort_predict
 from edgevid.compress.calibration import Preprocessing, build_manifest
 from edgevid.compress.quant_onnx import OnnxQuantizer, OnnxQuantScheme
 from edgevid.compress.quantize import quantize
@@ -113,6 +113,36 @@ def test_onnx_guard_keeps_sensitive_layers_in_float(setup, tmp_path):
     assert guard.float_layers and valset.top1(fp32) - guard.top1 <= 0.0
     assert guard.float_layers[0] == max(guard.sensitivity, key=guard.sensitivity.get)
     assert (tmp_path / "guarded.onnx").is_file()
+
+
+def test_onnx_guard_doubles_the_float_layers_up_to_all_then_refuses(setup, tmp_path):
+    valset = setup["valset"]
+    quantizer = OnnxQuantizer(setup["onnx"], lambda: ({"clip": c} for c in valset.clips[:, None]),
+                              OnnxQuantScheme.for_target("onnx"), tmp_path)
+    calls = []
+    quantize_once = quantizer.quantize
+    quantizer.quantize = lambda out, exclude=(): calls.append(list(exclude)) or quantize_once(out, exclude)
+    fp32 = valset.scores(ort_predict(setup["onnx"]))
+    with pytest.raises(AccuracyGuardError, match="even with up to all 11 weighted layers in float") as error:
+        onnx_accuracy_guard(quantizer, tmp_path / "guarded.onnx", valset, fp32, -1.0, show_progress=False)
+    assert error.value.fp32_top1 == valset.top1(fp32)
+    assert [len(exclude) for exclude in calls] == [0, 1, 2, 4, 8, 11]
+    assert not (tmp_path / "guarded.onnx").exists()
+
+
+def test_float_weight_stand_in_matches_requantizing_without_the_layer(setup, tmp_path):
+    """The guard ranks layers on the INT8 graph with one layer's weights back in float: for the stem (it reads the
+    graph input) and convolutions reading quantized activations, that is exactly quantize(exclude=[layer])."""
+    valset = setup["valset"]
+    quantizer = OnnxQuantizer(setup["onnx"], lambda: ({"clip": c} for c in valset.clips[:, None]),
+                              OnnxQuantScheme.for_target("onnx"), tmp_path)
+    full_path = quantizer.quantize(tmp_path / "full.onnx")
+    full = valset.scores(ort_predict(full_path))
+    for layer in quantizer.quantizable_nodes()[:4]:
+        swapped = valset.scores(ort_predict(quantizer.with_float_weights(onnx.load(str(full_path)), [layer])))
+        requantized = valset.scores(ort_predict(quantizer.quantize(tmp_path / "without.onnx", [layer])))
+        np.testing.assert_allclose(swapped, requantized, atol=1e-5, err_msg=layer)
+        assert np.abs(swapped - full).max() > 1e-4, layer
 
 
 def test_export_int8_with_calib_gives_qdq_onnx_and_trtexec_line(setup, tmp_path):

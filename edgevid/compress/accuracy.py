@@ -20,6 +20,16 @@ from edgevid.meta import ArtifactMeta
 PredictFn = Callable[[np.ndarray], np.ndarray]
 
 
+class AccuracyGuardError(EdgevidError):
+    """INT8 stays more than ``--max-drop`` points below FP32 with every set of layers the guard tried in float."""
+
+    def __init__(self, fp32_top1: float, int8_top1: float, max_drop: float, what: str) -> None:
+        super().__init__(f"accuracy guard: INT8 top-1 {int8_top1:.2f}% stays more than --max-drop {max_drop:g} points "
+                         f"below FP32 {fp32_top1:.2f}% even with {what} in float; use more calibration clips or "
+                         "another --method; nothing written")
+        self.fp32_top1, self.int8_top1 = fp32_top1, int8_top1
+
+
 @dataclass
 class ValidationSet:
     """Normalised clips [N, 3, T, S, S] and labels [N] of a validation split."""
@@ -72,15 +82,17 @@ class ValidationSet:
         return [(clip[None], int(label)) for clip, label in zip(self.clips, self.labels, strict=True)]
 
 
-def ort_predict(path: Path, threads: int | None = None) -> PredictFn:
-    """A predict function over an ONNX file in ONNX Runtime (CPU, all graph optimisations)."""
+def ort_predict(model: Path | bytes, threads: int | None = None) -> PredictFn:
+    """A predict function over an ONNX file (or serialised model) in ONNX Runtime (CPU, all graph optimisations)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    options.log_severity_level = 3  # an edited model's unused Q/DQ constants are warned about, not wrong
+    source = model if isinstance(model, bytes) else str(model)
+    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda clips: session.run(None, {name: np.ascontiguousarray(clips, dtype=np.float32)})[0]
 
@@ -100,11 +112,17 @@ def onnx_accuracy_guard(quantizer, out: Path, valset: ValidationSet, fp32_scores
     """Keep the most sensitive weighted layers of a QDQ model in float until top-1 drops at most ``max_drop``.
 
     Sensitivity of a layer = how much the mean squared logit error against FP32 (on ``ranking_clips`` evenly
-    spaced validation clips) shrinks when that layer alone stays in float. Layers are then kept in float one by
-    one, most sensitive first, re-evaluating top-1 on the whole validation set after each, until the drop fits.
-    ``quantizer`` is an :class:`~edgevid.compress.quant_onnx.OnnxQuantizer`; ``out`` receives the final model.
-    Raises when even every weighted layer in float does not fit (nothing is written to ``out`` then).
+    spaced validation clips) shrinks when that layer's weights alone go back to float in the INT8 graph
+    (:meth:`~edgevid.compress.quant_onnx.OnnxQuantizer.with_float_weights`, no re-quantization). How many of the
+    most sensitive layers stay in float is then searched with real re-quantized models scored on the whole
+    validation set: 1, 2, 4 ... until the drop fits, then bisection between the last two counts (about
+    2 log2(layers) quantizations, not one per layer). ``quantizer`` is an
+    :class:`~edgevid.compress.quant_onnx.OnnxQuantizer`; ``out`` receives the final model. Raises
+    :class:`AccuracyGuardError` when no count tried fits, the last being every weighted layer in float (their
+    input activations mostly stay quantized, so that is not FP32); nothing is written to ``out`` then.
     """
+    import onnx
+
     from edgevid.utils.console import progress
 
     fp32_top1 = valset.top1(fp32_scores)
@@ -113,9 +131,20 @@ def onnx_accuracy_guard(quantizer, out: Path, valset: ValidationSet, fp32_scores
     candidates = quantizer.quantizable_nodes()
     with tempfile.TemporaryDirectory(prefix=".sensitivity-", dir=out.parent) as work:
         trial = Path(work) / "trial.onnx"
+        top1: dict[int, float] = {}
 
-        def logit_error(exclude: Sequence[str]) -> float:
-            scores = valset.scores(ort_predict(quantizer.quantize(trial, exclude), threads), subset=subset)
+        def fits(layers: Sequence[str]) -> bool:
+            """Top-1 of the model re-quantized with ``layers`` in float (kept per count) is within the drop."""
+            if len(layers) not in top1:
+                predict = ort_predict(quantizer.quantize(trial, layers), threads)
+                top1[len(layers)] = valset.top1(valset.scores(predict))
+            return fp32_top1 - top1[len(layers)] <= max_drop
+
+        full_int8 = onnx.load(str(quantizer.quantize(trial)))
+
+        def logit_error(layers: Sequence[str]) -> float:
+            model = quantizer.with_float_weights(full_int8, layers)
+            scores = valset.scores(ort_predict(model, threads), subset=subset)
             return float(np.mean((scores - reference) ** 2))
 
         base_error = logit_error(())
@@ -126,19 +155,19 @@ def onnx_accuracy_guard(quantizer, out: Path, valset: ValidationSet, fp32_scores
                 sensitivity[node] = base_error - logit_error([node])
                 bar.update(task, advance=1, info=node)
         ranked = sorted(candidates, key=lambda n: sensitivity[n], reverse=True)
-        kept: list[str] = []
-        top1 = -1.0
         with progress(transient=True) as bar:
-            task = bar.add_task("keeping layers in float", total=len(ranked), info="", visible=show_progress)
-            for node in ranked:
-                kept.append(node)
-                top1 = valset.top1(valset.scores(ort_predict(quantizer.quantize(trial, kept), threads)))
-                bar.update(task, advance=1, info=f"{len(kept)} float: top-1 {top1:.2f}%")
-                if fp32_top1 - top1 <= max_drop:
-                    break
-    if fp32_top1 - top1 > max_drop:
-        raise EdgevidError(f"accuracy guard: INT8 top-1 {top1:.2f}% stays more than --max-drop {max_drop:g} points "
-                           f"below FP32 {fp32_top1:.2f}% even with all {len(kept)} weighted layers in float; "
-                           "use more calibration clips or another --method; nothing written")
+            task = bar.add_task("layers in float", total=None, info="", visible=show_progress)
+            low, high = 0, 1
+            while not fits(ranked[:high]):
+                bar.update(task, advance=1, info=f"{high} float: top-1 {top1[high]:.2f}%")
+                if high == len(ranked):
+                    raise AccuracyGuardError(fp32_top1, max(top1.values()), max_drop,
+                                             f"up to all {high} weighted layers")
+                low, high = high, min(2 * high, len(ranked))
+            while high - low > 1:
+                middle = (low + high) // 2
+                low, high = (low, middle) if fits(ranked[:middle]) else (middle, high)
+                bar.update(task, advance=1, info=f"{middle} float: top-1 {top1[middle]:.2f}%")
+    kept = ranked[:high]
     quantizer.quantize(out, kept)
-    return GuardResult(kept, top1, sensitivity, len(candidates) + 1 + len(kept))
+    return GuardResult(kept, top1[high], sensitivity, len(candidates) + 1 + len(top1))

@@ -9,7 +9,9 @@ One :class:`OnnxQuantizer` serves two targets that differ only in their quantiza
   DequantizeLinear).
 
 Calibration runs once per quantizer and is cached (ORT's calibration cache), so re-quantizing with some layers
-kept in float (the accuracy guard) costs no further calibration passes.
+kept in float (the accuracy guard) costs no further calibration passes. :meth:`OnnxQuantizer.with_float_weights`
+is the cheap stand-in the guard ranks layers with: the full QDQ graph with some layers' weights back in float,
+built in memory in milliseconds instead of a 3-second ``quantize_static``.
 """
 
 from __future__ import annotations
@@ -20,11 +22,15 @@ import platform
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgevid.compress.calibration import check_method
 from edgevid.errors import EdgevidError
+
+if TYPE_CHECKING:
+    import onnx
 
 QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -105,15 +111,47 @@ class OnnxQuantizer:
         self.feeds = feeds
         self.prepared = workdir / "prepared.onnx"
         self.cache = workdir / "calibration-ranges.json"
+        self._prepared_graph: onnx.GraphProto | None = None
         with _quiet_ort_logging():
             quant_pre_process(str(fp32_onnx), str(self.prepared))
 
     def quantizable_nodes(self) -> list[str]:
         """Names of the weighted nodes (Conv, Gemm, MatMul ...) in graph order: candidates to keep in float."""
+        return [node.name for node in self._fp32_graph().node if node.op_type in QUANTIZABLE_OPS]
+
+    def with_float_weights(self, qdq_model: onnx.ModelProto, layers: Sequence[str]) -> bytes:
+        """``qdq_model`` (this quantizer's full INT8 output) with the weights and biases of ``layers`` in float.
+
+        Their activation inputs stay quantized, as ``quantize(exclude=layers)`` leaves them, except a Q/DQ pair on
+        a graph input or output that only these layers touch, which is dropped; unlike ``quantize``, an inner
+        activation that only these layers read keeps its Q/DQ pair. A serialised model for ONNX Runtime.
+        """
         import onnx
 
-        graph = onnx.load(str(self.prepared), load_external_data=False).graph
-        return [node.name for node in graph.node if node.op_type in QUANTIZABLE_OPS]
+        fp32 = self._fp32_graph()
+        fp32_nodes = {node.name: node for node in fp32.node}
+        fp32_weights = {init.name: init for init in fp32.initializer}
+        model = onnx.ModelProto()
+        model.CopyFrom(qdq_model)
+        graph, chosen = model.graph, set(layers)
+        for node in graph.node:
+            if node.name not in chosen:
+                continue
+            for index, name in enumerate(fp32_nodes[node.name].input):
+                if name in fp32_weights:
+                    weight = onnx.TensorProto()
+                    weight.CopyFrom(fp32_weights[name])
+                    weight.name = node.input[index] = f"{name}.float"
+                    graph.initializer.append(weight)
+        _drop_boundary_qdq(graph, chosen)
+        return model.SerializeToString()
+
+    def _fp32_graph(self) -> onnx.GraphProto:
+        import onnx
+
+        if self._prepared_graph is None:
+            self._prepared_graph = onnx.load(str(self.prepared)).graph
+        return self._prepared_graph
 
     def quantize(self, out: Path, exclude: Sequence[str] = ()) -> Path:
         """Write the QDQ model to ``out`` with the nodes in ``exclude`` kept in float."""
@@ -145,6 +183,32 @@ class OnnxQuantizer:
         except (ValueError, RuntimeError) as exc:
             raise EdgevidError(f"ONNX Runtime quantization failed: {str(exc).splitlines()[0][:200]}") from None
         return out
+
+
+def _drop_boundary_qdq(graph: onnx.GraphProto, layers: set[str]) -> None:
+    """Remove each Q/DQ pair on a graph input or output whose only producer and readers are in ``layers``."""
+    producers = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {out.name for out in graph.output}
+    for dequant in [node for node in graph.node if node.op_type == "DequantizeLinear"]:
+        quant = producers.get(dequant.input[0])
+        if quant is None or quant.op_type != "QuantizeLinear":
+            continue
+        tensor, readers = quant.input[0], consumers.get(dequant.output[0], [])
+        source = producers.get(tensor)
+        at_boundary = source is None or dequant.output[0] in outputs
+        if not at_boundary or (source is not None and source.name not in layers) \
+                or any(reader.name not in layers for reader in readers):
+            continue
+        if source is not None:
+            source.output[list(source.output).index(tensor)] = dequant.output[0]
+        for reader in readers:
+            reader.input[list(reader.input).index(dequant.output[0])] = tensor
+        graph.node.remove(quant)
+        graph.node.remove(dequant)
 
 
 def qdq_summary(path: Path) -> dict:

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from edgevid.compress.accuracy import ValidationSet, onnx_accuracy_guard, ort_predict
+from edgevid.compress.accuracy import AccuracyGuardError, ValidationSet, onnx_accuracy_guard, ort_predict
 from edgevid.compress.calibration import check_method, load_calibration
 from edgevid.errors import EdgevidError
 from edgevid.meta import ArtifactMeta, read_meta
@@ -158,12 +158,6 @@ class _Outcome:
     int8_model: Any = None
 
 
-def _guard_failed(fp32_top1: float, int8_top1: float, max_drop: float) -> EdgevidError:
-    return EdgevidError(f"accuracy guard: INT8 top-1 {int8_top1:.2f}% is more than --max-drop {max_drop:g} points "
-                        f"below FP32 {fp32_top1:.2f}% even with the most sensitive layers in float; use more "
-                        "calibration clips or another --method; nothing written")
-
-
 def _quantize_onnx_target(target: str, fp32_onnx: Path, clips: list[np.ndarray], work: Path, *, method: str,
                           symmetric_activations: bool, valset: ValidationSet | None, max_drop: float,
                           threads: int | None, show_progress: bool) -> _Outcome:
@@ -241,7 +235,8 @@ def _quantize_openvino_target(source: Path, fp32_onnx: Path | None, meta: Artifa
             outcome.int8_top1 = valset.top1(valset.scores(int8_run))
             outcome.guard = {"method": "nncf.quantize_with_accuracy_control", "int8_top1_before": before}
             if outcome.fp32_top1 - outcome.int8_top1 > max_drop:
-                raise _guard_failed(outcome.fp32_top1, outcome.int8_top1, max_drop)
+                raise AccuracyGuardError(outcome.fp32_top1, outcome.int8_top1, max_drop,
+                                         "the most sensitive layers")
     layers = qov.weighted_layers(quantized)
     outcome.float_layers = [name for name, quantized_input in layers.items() if not quantized_input]
     outcome.weighted_layers = len(layers)
