@@ -121,8 +121,6 @@ def onnx_accuracy_guard(quantizer, out: Path, valset: ValidationSet, fp32_scores
     :class:`AccuracyGuardError` when no count tried fits, the last being every weighted layer in float (their
     input activations mostly stay quantized, so that is not FP32); nothing is written to ``out`` then.
     """
-    import onnx
-
     from edgevid.utils.console import progress
 
     fp32_top1 = valset.top1(fp32_scores)
@@ -140,10 +138,8 @@ def onnx_accuracy_guard(quantizer, out: Path, valset: ValidationSet, fp32_scores
                 top1[len(layers)] = valset.top1(valset.scores(predict))
             return fp32_top1 - top1[len(layers)] <= max_drop
 
-        full_int8 = onnx.load(str(quantizer.quantize(trial)))
-
         def logit_error(layers: Sequence[str]) -> float:
-            model = quantizer.with_float_weights(full_int8, layers)
+            model = quantizer.with_float_weights(layers)
             scores = valset.scores(ort_predict(model, threads), subset=subset)
             return float(np.mean((scores - reference) ** 2))
 

@@ -112,6 +112,7 @@ class OnnxQuantizer:
         self.prepared = workdir / "prepared.onnx"
         self.cache = workdir / "calibration-ranges.json"
         self._prepared_graph: onnx.GraphProto | None = None
+        self._full_int8: bytes | None = None  # the last quantize() with nothing excluded
         with _quiet_ort_logging():
             quant_pre_process(str(fp32_onnx), str(self.prepared))
 
@@ -119,8 +120,9 @@ class OnnxQuantizer:
         """Names of the weighted nodes (Conv, Gemm, MatMul ...) in graph order: candidates to keep in float."""
         return [node.name for node in self._fp32_graph().node if node.op_type in QUANTIZABLE_OPS]
 
-    def with_float_weights(self, qdq_model: onnx.ModelProto, layers: Sequence[str]) -> bytes:
-        """``qdq_model`` (this quantizer's full INT8 output) with the weights and biases of ``layers`` in float.
+    def with_float_weights(self, layers: Sequence[str]) -> bytes:
+        """This quantizer's full INT8 model (quantized once if not yet) with the weights and biases of ``layers``
+        in float.
 
         Their activation inputs stay quantized, as ``quantize(exclude=layers)`` leaves them, except a Q/DQ pair on
         a graph input or output that only these layers touch, which is dropped; unlike ``quantize``, an inner
@@ -128,11 +130,12 @@ class OnnxQuantizer:
         """
         import onnx
 
+        if self._full_int8 is None:
+            self.quantize(self.prepared.with_name("int8-full.onnx"))
         fp32 = self._fp32_graph()
         fp32_nodes = {node.name: node for node in fp32.node}
         fp32_weights = {init.name: init for init in fp32.initializer}
-        model = onnx.ModelProto()
-        model.CopyFrom(qdq_model)
+        model = onnx.load_from_string(self._full_int8)
         graph, chosen = model.graph, set(layers)
         for node in graph.node:
             if node.name not in chosen:
@@ -182,6 +185,8 @@ class OnnxQuantizer:
                 )
         except (ValueError, RuntimeError) as exc:
             raise EdgevidError(f"ONNX Runtime quantization failed: {str(exc).splitlines()[0][:200]}") from None
+        if not exclude:
+            self._full_int8 = out.read_bytes()
         return out
 
 
