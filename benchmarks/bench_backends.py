@@ -7,7 +7,9 @@ runs in its own process, and the processes are timed in alternating blocks (2 wa
 per round), so no other runtime's thread pool competes with the one timed and load changes on the shared machine
 hit all of them alike; median and p95 come from that one run. The achieved GFLOP/s (2 x MACs / median latency)
 is put against a 2048^3 FP32 matmul measured in the same run. For X3D-XS a few OpenVINO / ONNX Runtime settings
-are compared as well (threads, performance hint, static vs dynamic shapes).
+are compared as well (threads, performance hint, static vs dynamic shapes), and OpenVINO FP32's own per-node
+profile is summed by kind of layer (1x1 convs, depthwise convs, other convs, the rest) with each kind's GFLOP/s,
+which shows how close the fastest FP32 backend runs to the matmul rate.
 
     python -m benchmarks.bench_backends [--rounds 5] [--block 6] [--models x3d_xs,tsm_r18,r2plus1d_18] [--out DIR]
 """
@@ -99,6 +101,39 @@ def openvino_call(xml: str, config: dict, static: bool, shape: tuple[int, ...]) 
     return lambda: request.infer([clip])
 
 
+def openvino_profile(xml: Path, shape: tuple[int, ...], threads: int, iters: int = 20) -> list[dict]:
+    """OpenVINO's per-node times (PERF_COUNT, static shape) summed by layer kind, with MACs and GFLOP/s per kind."""
+    core = openvino_core()
+    model = core.read_model(xml)
+    model.reshape({model.inputs[0].get_any_name(): list(shape)})
+    kinds: dict[str, tuple[str, int]] = {}
+    for op in model.get_ops():
+        if op.get_type_name() in ("Convolution", "GroupConvolution"):
+            weight = list(op.input(1).get_shape())
+            if op.get_type_name() == "GroupConvolution":
+                kind, per_output = "depthwise/grouped conv", int(np.prod(weight[2:]))
+            else:
+                kind = "1x1 conv" if all(k == 1 for k in weight[2:]) else "other conv"
+                per_output = int(np.prod(weight[1:]))
+            kinds[op.get_friendly_name()] = (kind, int(np.prod(op.get_output_shape(0))) * per_output)
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "PERF_COUNT": True}
+    request = core.compile_model(model, "CPU", config).create_infer_request()
+    clip = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    for _ in range(3):
+        request.infer([clip])
+    order = ["1x1 conv", "depthwise/grouped conv", "other conv", "everything else"]
+    seconds, macs = dict.fromkeys(order, 0.0), dict.fromkeys(order, 0)
+    for kind, count in kinds.values():
+        macs[kind] += count
+    for _ in range(iters):
+        request.infer([clip])
+        for node in request.profiling_info:
+            seconds[kinds.get(node.node_name, ("everything else", 0))[0]] += node.real_time.total_seconds() / iters
+    return [{"layers": kind, "gmacs": macs[kind] / 1e9, "ms": seconds[kind] * 1e3,
+             "gflops": 2 * macs[kind] / seconds[kind] / 1e9 if macs[kind] and seconds[kind] else None}
+            for kind in order]
+
+
 def x3d_settings(xml: Path, onnx_path: Path, shape: tuple[int, ...], threads: int) -> dict[str, tuple]:
     """X3D-XS under other runtime settings: OpenVINO hint / threads / dynamic shape, ONNX Runtime threads."""
     variants = {
@@ -151,7 +186,7 @@ def main() -> None:
     data = ensure_data(args.data, quick=False)
     info = machine_info()
     torch.set_num_threads(args.threads)
-    rows, variants = [], []
+    rows, variants, profile = [], [], []
     gemm_before = gemm_gflops(args.threads)
     timing = {"rounds": args.rounds, "block": args.block}
     with tempfile.TemporaryDirectory() as tmp, progress() as bar:
@@ -179,11 +214,14 @@ def main() -> None:
                                         args.threads)
                 variants = [{"setting": label, "p50_ms": st["p50"], "p95_ms": st["p95"]}
                             for label, st in time_in_processes(settings, **timing).items()]
+                profile = openvino_profile(paths[("openvino", "fp32")], shape, args.threads)
     gemm = (gemm_before + gemm_gflops(args.threads)) / 2
     torch_p50 = {r["model"]: r["p50_ms"] for r in rows if r["backend"] == "torch"}
     for row in rows:
         row["speedup_vs_torch"] = torch_p50[row["model"]] / row["p50_ms"]
         row["pct_of_gemm"] = 100 * row["gflops"] / gemm
+    for row in profile:
+        row["pct_of_gemm"] = 100 * row["gflops"] / gemm if row["gflops"] else None
     info.update(gemm_gflops_2048=gemm, threads=args.threads, load_avg_end=[round(v, 2) for v in os.getloadavg()])
     x3d = [r for r in rows if r["model"] == "x3d_xs"]
     best_float = max((r for r in x3d if r["precision"] in FLOAT_PRECISIONS), key=lambda r: r["speedup_vs_torch"],
@@ -209,8 +247,11 @@ def main() -> None:
     notes_md = "\n".join(f"- {n}" for n in notes)
     if variants:
         notes_md += "\n\n## X3D-XS (4x160) under other runtime settings\n\n" + markdown_table(variants)
-    write_results("backends", rows, {**info, "x3d_variants": variants}, notes=notes_md, columns=columns,
-                  directory=out)
+    if profile:
+        notes_md += ("\n\n## Where OpenVINO FP32 spends X3D-XS's time (per-node profile, PERF_COUNT, summed by kind; "
+                     "pct_of_gemm against the 2048^3 matmul)\n\n" + markdown_table(profile))
+    write_results("backends", rows, {**info, "x3d_variants": variants, "x3d_openvino_profile": profile},
+                  notes=notes_md, columns=columns, directory=out)
     plot(rows, out / "backends.png")
     console.print(make_table(rows, columns, title="batch-1 latency (ms)", formats={
         "p50_ms": ".1f", "p95_ms": ".1f", "speedup_vs_torch": ".2f", "gflops": ".1f", "pct_of_gemm": ".1f",
@@ -218,6 +259,10 @@ def main() -> None:
     if variants:
         console.print(make_table(variants, ["setting", "p50_ms", "p95_ms"], title="X3D-XS settings",
                                  formats={"p50_ms": ".1f", "p95_ms": ".1f"}))
+    if profile:
+        console.print(make_table(profile, ["layers", "gmacs", "ms", "gflops", "pct_of_gemm"],
+                                 title="X3D-XS OpenVINO FP32 profile", formats={
+                                     "gmacs": ".3f", "ms": ".2f", "gflops": ".1f", "pct_of_gemm": ".0f"}))
     for note in notes:
         console.print(note, highlight=False)
     console.print(f"wrote {out}/backends.json, backends.md, backends.png", highlight=False)
