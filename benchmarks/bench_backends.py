@@ -94,18 +94,23 @@ def openvino_call(xml: str, config: dict, static: bool, shape: tuple[int, ...]) 
     """One raw OpenVINO inference of a fixed random clip under ``config`` (static or dynamic input shape)."""
     clip = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
     core = openvino_core()
-    model = core.read_model(xml)
-    if static:
-        model.reshape({model.inputs[0].get_any_name(): list(shape)})
+    model = _read_ir(core, xml, shape if static else None)
     request = core.compile_model(model, "CPU", config).create_infer_request()
     return lambda: request.infer([clip])
+
+
+def _read_ir(core, xml: str | Path, shape: tuple[int, ...] | None):
+    """The IR at ``xml``, reshaped to the static input ``shape`` unless it is None."""
+    model = core.read_model(xml)
+    if shape is not None:
+        model.reshape({model.inputs[0].get_any_name(): list(shape)})
+    return model
 
 
 def openvino_profile(xml: Path, shape: tuple[int, ...], threads: int, iters: int = 20) -> list[dict]:
     """OpenVINO's per-node times (PERF_COUNT, static shape) summed by layer kind, with MACs and GFLOP/s per kind."""
     core = openvino_core()
-    model = core.read_model(xml)
-    model.reshape({model.inputs[0].get_any_name(): list(shape)})
+    model = _read_ir(core, xml, shape)
     kinds: dict[str, tuple[str, int]] = {}
     for op in model.get_ops():
         if op.get_type_name() in ("Convolution", "GroupConvolution"):

@@ -82,7 +82,6 @@ def test_motion_defines_the_class():
         assert np.all(np.diff(track[name].radius) == 0) and np.all(track[name].alpha == 1)
 
 
-
 def _clockwise_flow(video: np.ndarray, step: int = 4) -> float:
     """Curl of the optical flow around the fastest-moving pixels, summed over frame pairs (> 0: clockwise on
     screen)."""
@@ -103,6 +102,7 @@ def test_rendered_rotations_turn_the_named_way():
     clockwise = [_clockwise_flow(render_video("rotate_clockwise", rng, 16, 96)) for _ in range(10)]
     anticlockwise = [_clockwise_flow(render_video("rotate_anticlockwise", rng, 16, 96)) for _ in range(10)]
     assert min(clockwise) > 0 > max(anticlockwise)
+
 
 def test_single_frames_look_alike_across_classes():
     """Position and size of the object in a random frame have the same distribution in every default class."""
