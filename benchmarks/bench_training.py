@@ -9,7 +9,8 @@ Without ``--data`` the synth defaults are generated once into ``runs/bench/synth
 ``edgevid.train.train`` exactly as ``edgevid train`` would, into ``runs/bench/<recipe>``; the clock starts when
 ``train`` is called (dataset indexing, model building, every epoch's training and validation are all counted),
 and a run whose clock passes the budget stops after that epoch. Reported per recipe: input, params and GMACs,
-epochs, minutes, best val top-1 within the budget, the minute it first reached 90%, and training clips/s.
+epochs, minutes, best val top-1 within the budget, the minute it first reached 90%, training clips/s, and
+the per-class val top-1 of the run's best checkpoint (which classes are left to learn).
 The target: X3D-XS >= 90% val top-1 within 15 minutes.
 
 Data loading, next to the X3D-XS step rate: clips/s of the real training loader (decode + augment +
@@ -44,12 +45,13 @@ from edgevid.data import build_dataset, build_loader
 from edgevid.data.synth import SynthConfig, generate_synth
 from edgevid.meta import read_meta
 from edgevid.models import count_macs, count_params, create_model
-from edgevid.train import load_recipe, train
+from edgevid.train import evaluate, load_recipe, train
 from edgevid.train.engine import soft_cross_entropy
 from edgevid.train.optim import build_optimizer
 from edgevid.train.recipe import Recipe
 from edgevid.utils.console import console, make_table
 from edgevid.utils.plotting import pyplot, save_figure
+from edgevid.utils.tables import markdown_table
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"
@@ -140,6 +142,7 @@ def run_recipe(name: str, data: Path, runs: Path, budget_s: float, overrides: li
     best = max(within, key=lambda r: r["val_top1"], default=None)
     reached = next((r["minutes"] for r in within if r["val_top1"] >= TARGET_TOP1), None)
     model = create_model(recipe.model.name, num_classes=read_meta(run_dir).num_classes, **recipe.model.overrides)
+    per_class = evaluate(run_dir, data, workers=recipe.train.workers)["per_class_acc"]
     return {
         "recipe": name, "model": recipe.model.name, "budget_min": budget_s / 60,
         "input": f"{recipe.data.frames}x{recipe.data.size} ({recipe.data.sampling}"
@@ -154,6 +157,7 @@ def run_recipe(name: str, data: Path, runs: Path, budget_s: float, overrides: li
         "final_val_top1": history[-1]["val_top1"] if history else None,
         "min_to_90": reached,
         "train_clips_per_s": statistics.median(r["clips_per_s"] for r in history) if history else None,
+        "per_class_val_top1": per_class,
         "history": history,
     }
 
@@ -217,6 +221,7 @@ def main() -> None:
     columns = ["recipe", "model", "input", "params_m", "gmacs", "optimizer", "budget_min", "epochs", "minutes",
                "best_val_top1", "best_epoch", "final_val_top1", "min_to_90", "train_clips_per_s", "omp_wait_policy",
                "load_avg_1min"]
+    per_class = [{"recipe": r["recipe"], **r["per_class_val_top1"]} for r in rows if r.get("per_class_val_top1")]
     x3d_row = next((r for r in rows if r["recipe"] == "x3d_xs"), None)  # this run's or an earlier one's
     summary = {
         "loader_clips_per_s": loader_rate, "x3d_xs_step_clips_per_s": step_rate,
@@ -238,8 +243,11 @@ def main() -> None:
         f"Shared, noisy 2-core machine: other jobs may have run at the same time (see load average). "
         f"torch threads {info['torch_threads']}; omp_wait_policy per row (default: OpenMP's spinning threads)."
         + (" QUICK MODE: small data set, one epoch per recipe; accuracy is not meaningful." if args.quick else "")
+        + ("\n\nPer-class val top-1 (%) of each run's best checkpoint (`edgevid eval RUN`; recipes measured before "
+           "this table existed have no row):\n\n" + markdown_table(per_class) if per_class else "")
     )
-    write_results(name, [{k: r[k] for k in columns} for r in rows], {**info, "summary": summary}, notes=notes,
+    write_results(name, [{k: r.get(k) for k in [*columns, "per_class_val_top1"]} for r in rows],
+                  {**info, "summary": summary}, notes=notes,
                   columns=columns, directory=out)
     write_results(f"{name}_history", [{**h, "recipe": r["recipe"]} for r in rows for h in r["history"]],
                   info, directory=out)
