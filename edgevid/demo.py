@@ -6,9 +6,8 @@ Steps (each one calls the Python API of its module; a failing step stops the dem
    already wrote the same dataset;
 2. ``train``: X3D-XS with the shipped recipe ``recipes/x3d_xs.yaml`` (:func:`edgevid.train.train`) for 30 epochs
    (about 10 minutes on an idle 2-core CPU), stopped early (best checkpoint kept) if the next epoch would not fit
-   in a 12-minute training budget. Without the recipe's weight averaging (``train.ema=null``): the averaged
-   30-epoch model (79.2% val top-1 vs 77.5%) loses 3.3 points in OpenVINO INT8, and the accuracy guard's layer
-   rankings then took 530 s instead of 82 s, which put the demo over 20 minutes;
+   in a 12-minute training budget; without the recipe's weight averaging (``train.ema=null``), whose 30-epoch
+   model sent the INT8 accuracy guard of step 5 into minutes of layer re-ranking;
 3. ``eval``: top-1, per-class accuracy and the confusion matrix on the val split;
 4. ``calib``: a class-stratified calibration manifest from the train split;
 5. ``quantize``: INT8 for OpenVINO (NNCF) and ONNX Runtime (QDQ; skipped by ``quick``), with the accuracy guard
