@@ -15,10 +15,10 @@ from typing import Any
 
 from edgevid import __version__
 from edgevid.errors import EdgevidError
+from edgevid.precision import PRECISION_NAMES
 from edgevid.utils.openvino import openvino_core
 
 HEAD_KINDS = ("clip", "frame", "dense", "features")
-PRECISIONS = ("fp32", "fp16", "int8")
 META_KEY = "edgevid"
 
 
@@ -47,8 +47,8 @@ class ArtifactMeta:
         self.std = tuple(float(v) for v in self.std)
         if self.head not in HEAD_KINDS:
             raise EdgevidError(f"metadata head {self.head!r} is not one of {', '.join(HEAD_KINDS)}")
-        if self.precision not in PRECISIONS:
-            raise EdgevidError(f"metadata precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.precision not in PRECISION_NAMES:
+            raise EdgevidError(f"metadata precision {self.precision!r} is not one of {', '.join(PRECISION_NAMES)}")
         if len(self.mean) != 3 or len(self.std) != 3:
             raise EdgevidError("metadata mean/std must have 3 values (RGB)")
         if self.frames < 1 or self.size < 1 or self.sampling_stride < 1:

@@ -40,8 +40,11 @@ def test_backends_are_picked_by_suffix_and_honour_threads(artifacts):
     ov = load(artifacts["xml"], threads=1)
     assert isinstance(ort, OnnxRuntimePredictor) and ort.backend == "onnxruntime"
     assert ort.session.get_session_options().intra_op_num_threads == 1
-    assert isinstance(ov, OpenVINOPredictor) and ov.device == "CPU"
-    assert ov.config == {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 1}
+    assert isinstance(ov, OpenVINOPredictor) and ov.device == "CPU" and ov.precision == "fp32"
+    compiled = ov.request_for({"clip": (1, 3, 4, 32, 32)}).get_compiled_model()
+    assert compiled.get_property("PERFORMANCE_HINT") == "LATENCY"
+    assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    assert str(compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>" and ov.execution == "f32"
     assert ort.warmup(iterations=1) > 0 and ov.warmup(iterations=1, batch=2) > 0
     clip = np.random.default_rng(0).standard_normal((3, 4, 32, 32)).astype(np.float32)
     np.testing.assert_allclose(ov.predict(clip), ort.predict(clip[None]), atol=1e-4, rtol=0)

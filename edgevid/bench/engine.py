@@ -19,7 +19,8 @@ from edgevid.bench.formats import TARGETS, Format, FormatBuilder, FormatUnavaila
 from edgevid.bench.report import FORMAT_NAMES, BenchResult, BenchRow
 from edgevid.bench.worker import WorkerSpec
 from edgevid.errors import EdgevidError
-from edgevid.meta import PRECISIONS, ArtifactMeta, read_meta
+from edgevid.meta import ArtifactMeta, read_meta
+from edgevid.precision import PRECISION_NAMES
 from edgevid.utils.console import progress
 from edgevid.utils.signals import default_sigchld
 
@@ -29,7 +30,7 @@ class BenchOptions:
     """The settings of one ``bench`` run (the ``edgevid bench`` flags)."""
 
     targets: tuple[str, ...] = TARGETS
-    precisions: tuple[str, ...] = PRECISIONS
+    precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
     batches: tuple[int, ...] = (1,)
     data: Path | None = None
     split: str = "val"
@@ -51,7 +52,7 @@ class BenchOptions:
 
     def __post_init__(self) -> None:
         self.targets = _unique(self.targets, TARGETS, "--targets")
-        self.precisions = _unique(self.precisions, PRECISIONS, "--precisions")
+        self.precisions = _unique(self.precisions, PRECISION_NAMES, "--precisions")
         self.batches = tuple(dict.fromkeys(int(b) for b in self.batches))
         if not self.batches or min(self.batches) < 1:
             raise EdgevidError(f"--batch: expected positive batch sizes, got {list(self.batches)}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +10,7 @@ import numpy as np
 
 from edgevid.compress.calibration import check_method
 from edgevid.errors import EdgevidError
-from edgevid.utils.openvino import openvino_core
+from edgevid.runtime.openvino_backend import compile_model, execution_precision
 
 WEIGHTED_OPS = ("Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData")
 LAYOUT_OPS = ("Reshape", "Transpose", "Concat", "StridedSlice", "Slice", "Squeeze", "Unsqueeze", "Split",
@@ -189,11 +189,17 @@ def float_layers(model: Any) -> list[str]:
     return [name for name, quantized in weighted_layers(model).items() if not quantized]
 
 
-def compile_predict(model: Any, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
-    """A function running ``model`` (in memory) on a float32 batch with OpenVINO's CPU plugin."""
-    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
-    compiled = openvino_core().compile_model(model, "CPU", config)
-    output = compiled.output(0)
-    return lambda clips: np.asarray(compiled(clips)[output])
+class CompiledRun:
+    """``model`` (in memory) compiled for OpenVINO's CPU plugin in ``precision``; called on a float32 batch."""
+
+    def __init__(self, model: Any, precision: str, threads: int | None = None) -> None:
+        self.compiled = compile_model(model, precision, "CPU", threads)
+        self.output = self.compiled.output(0)
+
+    @property
+    def execution(self) -> str:
+        """What it computes in, read back from the runtime graph (e.g. ``i8 (54 layers) + f32 (3)``)."""
+        return execution_precision(self.compiled)
+
+    def __call__(self, clips: np.ndarray) -> np.ndarray:
+        return np.asarray(self.compiled(clips)[self.output])

@@ -220,7 +220,7 @@ def _quantize_openvino_target(source: Path, fp32_onnx: Path | None, meta: Artifa
         write_openvino_meta(model, meta)
         ov.save_model(model, str(fp32_path), compress_to_fp16=False)
     quantized = qov.quantize_openvino(model, clips, method=method)
-    fp32_run, int8_run = qov.compile_predict(model, threads), qov.compile_predict(quantized, threads)
+    fp32_run, int8_run = qov.CompiledRun(model, "fp32", threads), qov.CompiledRun(quantized, "int8", threads)
     scheme = {"format": "FakeQuantize (NNCF)", "method": method, "preset": "performance",
               "weights": "int8 symmetric per-channel", "activations": "int8 per-tensor"}
     outcome = _Outcome(None, fp32_path, [], 0, {}, scheme)
@@ -231,7 +231,7 @@ def _quantize_openvino_target(source: Path, fp32_onnx: Path | None, meta: Artifa
             before = outcome.int8_top1
             quantized = qov.quantize_openvino_with_accuracy_control(
                 qov.openvino_model(fp32_source), clips, valset.items(), max_drop=max_drop, method=method)
-            int8_run = qov.compile_predict(quantized, threads)
+            int8_run = qov.CompiledRun(quantized, "int8", threads)
             outcome.int8_top1 = valset.top1(valset.scores(int8_run))
             outcome.guard = {"method": "nncf.quantize_with_accuracy_control", "int8_top1_before": before}
             if outcome.fp32_top1 - outcome.int8_top1 > max_drop:
@@ -243,6 +243,7 @@ def _quantize_openvino_target(source: Path, fp32_onnx: Path | None, meta: Artifa
     batch = np.concatenate(clips[:PARITY_CLIPS])
     outcome.parity = _parity(fp32_run(batch), int8_run(batch))
     outcome.int8_model = quantized
+    outcome.scheme["execution"] = int8_run.execution
     return outcome
 
 

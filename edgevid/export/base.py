@@ -21,12 +21,10 @@ from typing import ClassVar
 import numpy as np
 
 from edgevid.errors import EdgevidError
-from edgevid.meta import PRECISIONS, ArtifactMeta
+from edgevid.meta import ArtifactMeta
+from edgevid.precision import NO_BF16, get_precision
 from edgevid.runtime.base import Predictor, load
 
-# Largest accepted max |logit difference| against the source artifact, as a fraction of max(1, max |logit|):
-# an absolute bound for logits of magnitude <= 1 that scales with larger logits (random or deep models).
-TOLERANCES = {"fp32": 1e-3, "fp16": 5e-2, "int8": 2.5e-1}
 SOURCE_SUFFIXES = (".pt", ".pth", ".ckpt", ".onnx")
 
 
@@ -48,8 +46,7 @@ class ExportOptions:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise EdgevidError(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        get_precision(self.precision)
         if self.batch_max < 1:
             raise EdgevidError(f"--batch-max must be >= 1, got {self.batch_max}")
         if self.parity_clips < 1:
@@ -69,7 +66,7 @@ class ExportOptions:
 
     @property
     def limit_fraction(self) -> float:
-        return self.tolerance if self.tolerance is not None else TOLERANCES[self.precision]
+        return self.tolerance if self.tolerance is not None else get_precision(self.precision).tolerance
 
 
 @dataclass
@@ -82,6 +79,7 @@ class Parity:
     limit: float
     reference: str
     clip_source: str
+    execution: str = ""
 
     @property
     def passed(self) -> bool:
@@ -115,6 +113,7 @@ class ExportResult:
             "size_mb": self.size_mb,
             "max_abs_diff": self.parity.max_abs_diff if self.parity else None,
             "top1_agreement": self.parity.top1_agreement if self.parity else None,
+            "execution": self.parity.execution if self.parity else None,
         }
 
 
@@ -147,6 +146,8 @@ class Exporter(ABC):
     target: ClassVar[str]
     suffix: ClassVar[str]
     description: ClassVar[str] = ""
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")
+    backend: ClassVar[str]
 
     def __init__(self, options: ExportOptions) -> None:
         self.options = options
@@ -238,7 +239,7 @@ def check_parity(source: Source, candidate: Predictor, options: ExportOptions, l
     diff = float(max(np.abs(outputs - reference).max(), np.abs(single - reference[:1]).max()))
     agreement = float(np.mean(outputs.argmax(axis=1) == reference.argmax(axis=1)))
     limit = options.limit_fraction * max(1.0, float(np.abs(reference).max()))
-    parity = Parity(diff, agreement, len(clips), limit, source.reference.backend, clip_source)
+    parity = Parity(diff, agreement, len(clips), limit, source.reference.backend, clip_source, candidate.execution)
     if not parity.passed or not np.isfinite(diff):
         raise EdgevidError(
             f"{label}: parity check failed: max |logit diff| {diff:.3g} against {source.reference.backend} exceeds "
@@ -285,6 +286,10 @@ def export(artifact: str | Path, target: str = "onnx", precision: str = "fp32", 
         return export_streaming(artifact, target, out, precision, threads=options.get("threads"))
     exporter_cls = get_exporter(target)
     opts = ExportOptions(precision=precision, **options)
+    if precision not in exporter_cls.precisions:
+        why = f": {NO_BF16[exporter_cls.backend]}" if precision == "bf16" and exporter_cls.backend in NO_BF16 else ""
+        raise EdgevidError(f"--precision {precision}: the {target} target exports "
+                           f"{', '.join(exporter_cls.precisions)}{why}")
     source = open_source(artifact, opts.threads)
     if precision == "int8" and source.meta.precision != "int8":
         if calib is None:

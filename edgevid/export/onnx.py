@@ -21,7 +21,6 @@ import torch
 
 from edgevid.errors import EdgevidError
 from edgevid.export.base import (
-    TOLERANCES,
     Exporter,
     ExportOptions,
     ExportResult,
@@ -30,6 +29,7 @@ from edgevid.export.base import (
     register_exporter,
 )
 from edgevid.meta import ArtifactMeta, write_onnx_meta
+from edgevid.precision import PRECISIONS
 from edgevid.utils.atomic import atomic_path
 
 INPUT_NAME = "clip"
@@ -109,7 +109,7 @@ def _time_axis_works(model: torch.nn.Module, path: Path, meta: ArtifactMeta) -> 
             ort.capi.onnxruntime_pybind11_state.InvalidArgument, ort.capi.onnxruntime_pybind11_state.RuntimeException):
         return False
     scale = max(1.0, float(np.abs(expected).max()))
-    return got.shape == expected.shape and float(np.abs(got - expected).max()) <= TOLERANCES["fp32"] * scale
+    return got.shape == expected.shape and float(np.abs(got - expected).max()) <= PRECISIONS["fp32"].tolerance * scale
 
 
 def model_to_onnx(model: torch.nn.Module, meta: ArtifactMeta, path: Path, options: ExportOptions) -> ArtifactMeta:
@@ -147,6 +147,7 @@ class OnnxExporter(Exporter):
 
     target = "onnx"
     suffix = ".onnx"
+    backend = "onnxruntime"
     description = "ONNX (opset >= 17) for ONNX Runtime and TensorRT"
 
     def export(self, source: Source, out: Path) -> ExportResult:

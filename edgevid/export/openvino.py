@@ -3,8 +3,9 @@
 Converted from the ONNX file rather than from the torch module: the IR then has exactly the graph, dynamic
 axes and time-axis decision of the checked ONNX export (one tracing path for every target), converting ONNX is
 fast and needs no TorchScript/FX frontend, and an ONNX source (e.g. a Q/DQ INT8 model from
-``edgevid quantize``) goes through the same path. FP16 compresses the weights (``compress_to_fp16``); the CPU
-plugin still computes in FP32 on CPUs without native FP16 arithmetic.
+``edgevid quantize``) goes through the same path. FP16 compresses the weights (``compress_to_fp16``) and computes in
+FP16 where the device has FP16 arithmetic; BF16 keeps FP32 weights and computes in BF16 (CPUs with AVX512_BF16 or
+AMX); the metadata's precision tells the runtime which (:mod:`edgevid.precision`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class OpenVINOExporter(Exporter):
 
     target = "openvino"
     suffix = ".xml"
+    backend = "openvino"
+    precisions = ("fp32", "fp16", "bf16", "int8")
     description = "OpenVINO IR for Intel CPUs, GPUs and NPUs"
 
     def export(self, source: Source, out: Path) -> ExportResult:
@@ -57,7 +60,7 @@ class OpenVINOExporter(Exporter):
             except Exception as exc:  # OpConversionFailure and friends share no public base class
                 raise EdgevidError(f"{out}: OpenVINO cannot convert {source.meta.model}: "
                                    f"{_conversion_error(exc)}") from None
-        meta = meta.replace(precision="fp16" if precision == "fp16" else meta.precision)
+        meta = meta.replace(precision=precision if precision in ("fp16", "bf16") else meta.precision)
         write_openvino_meta(model, meta)
         with atomic_files(out, out.with_suffix(".bin")) as (xml, _):
             ov.save_model(model, str(xml), compress_to_fp16=precision == "fp16")
@@ -71,6 +74,6 @@ class OpenVINOExporter(Exporter):
         if source.is_onnx:
             return source.path, source.meta
         path = work / f"{source.meta.model}.onnx"
-        precision = "fp32" if self.options.precision == "fp16" else self.options.precision
+        precision = "fp32" if self.options.precision in ("fp16", "bf16") else self.options.precision
         return path, model_to_onnx(source.torch_model(self.target), source.meta, path,
                                    with_precision(self.options, precision))

@@ -207,6 +207,7 @@ class TensorRTExporter(Exporter):
 
     target = "trt"
     suffix = ".engine"
+    backend = "tensorrt"
     description = "TensorRT engine for NVIDIA GPUs and Jetson"
 
     def export(self, source: Source, out: Path) -> ExportResult:

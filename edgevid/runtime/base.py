@@ -21,11 +21,17 @@ class Predictor(ABC):
 
     backend: str = ""
 
-    def __init__(self, meta: ArtifactMeta, path: Path, device: str) -> None:
+    def __init__(self, meta: ArtifactMeta, path: Path, device: str, precision: str | None = None) -> None:
         self.meta = meta
         self.path = path
         self.device = device
+        self.precision = precision or meta.precision
         self._transform = None
+
+    @property
+    def execution(self) -> str:
+        """The precision the backend computes in, as it reports it (OpenVINO: read back from the compiled model)."""
+        return self.precision
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -73,7 +79,8 @@ class Predictor(ABC):
         return (time.perf_counter() - start) / max(iterations, 1)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.path}, model={self.meta.model}, device={self.device})"
+        return (f"{type(self).__name__}({self.path}, model={self.meta.model}, device={self.device}, "
+                f"precision={self.precision})")
 
 
 _BACKENDS: dict[str, type[Predictor]] = {}
@@ -100,9 +107,14 @@ def backend_for(path: Path) -> type[Predictor]:
     return _BACKENDS[suffix]
 
 
-def load(artifact: str | Path, device: str = "cpu", threads: int | None = None) -> Predictor:
-    """Load any edgevid artifact (checkpoint/run dir, .onnx, OpenVINO .xml, TensorRT .engine) as a Predictor."""
+def load(artifact: str | Path, device: str = "cpu", threads: int | None = None,
+         precision: str | None = None) -> Predictor:
+    """Load any edgevid artifact (checkpoint/run dir, .onnx, OpenVINO .xml, TensorRT .engine) as a Predictor.
+
+    ``precision`` (``fp32``, ``bf16``, ...) runs it in another precision than its own where the backend can (an
+    FP32 checkpoint or IR in BF16); a combination it cannot run is an error, never a silent run in another one.
+    """
     path = Path(artifact)
     if not path.exists():
         raise EdgevidError(f"{path}: no such artifact")
-    return backend_for(path).open(path, device=device, threads=threads)
+    return backend_for(path).open(path, device=device, threads=threads, precision=precision)

@@ -8,6 +8,7 @@ import numpy as np
 
 from edgevid.errors import EdgevidError
 from edgevid.meta import read_meta
+from edgevid.precision import resolve_precision
 from edgevid.runtime.base import Predictor, register_backend
 
 
@@ -53,11 +54,13 @@ class OnnxRuntimePredictor(Predictor):
         self.output_names = [o.name for o in session.get_outputs()]
 
     @classmethod
-    def open(cls, path: Path, device: str = "cpu", threads: int | None = None) -> OnnxRuntimePredictor:
+    def open(cls, path: Path, device: str = "cpu", threads: int | None = None,
+             precision: str | None = None) -> OnnxRuntimePredictor:
         import onnxruntime as ort
 
         path = Path(path)
         meta = read_meta(path)
+        resolve_precision(cls.backend, meta.precision, precision, device, str(path))
         providers = execution_providers(device, ort.get_available_providers())
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -1,13 +1,14 @@
-"""OpenVINO backend: IR artifacts (``.xml`` + ``.bin``) on CPU, GPU, NPU or AUTO.
+"""OpenVINO backend: IR artifacts (``.xml`` + ``.bin``) on CPU, GPU, NPU or AUTO, and :func:`compile_model`, the one
+place that compiles an OpenVINO model for a precision.
 
-Compiled with the LATENCY performance hint. An IR with a dynamic batch (or time) axis is reshaped to the static
-shape of each batch it is given and compiled once per shape (a few shapes are kept): static shapes are what the
-CPU plugin runs fastest.
+Compiled with the LATENCY performance hint and the precision's ``INFERENCE_PRECISION_HINT``. An IR with a dynamic
+batch (or time) axis is reshaped to the static shape of each batch it is given and compiled once per shape (a few
+shapes are kept): static shapes are what the CPU plugin runs fastest.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,65 @@ import numpy as np
 
 from edgevid.errors import EdgevidError
 from edgevid.meta import openvino_meta, read_openvino_model
+from edgevid.precision import get_precision, resolve_precision
 from edgevid.runtime.base import Predictor, register_backend
 from edgevid.utils.openvino import openvino_core
 
 MAX_COMPILED_SHAPES = 4
 _VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
+# Runtime-graph layer types whose precision says what the model computes in.
+_WEIGHTED_LAYERS = ("Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul")
+
+
+def device_capabilities(device: str) -> list[str]:
+    """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of a device (``BF16``, ``FP16``, ``INT8`` ...); [] for AUTO etc."""
+    name = device.upper()
+    if name.split(":")[0] in _VIRTUAL_DEVICES:
+        return []
+    return [str(c) for c in openvino_core().get_property(name, "OPTIMIZATION_CAPABILITIES")]
+
+
+def precision_hint(precision: str, device: str = "CPU") -> str:
+    """The ``INFERENCE_PRECISION_HINT`` that runs ``precision`` on ``device``: FP16 arithmetic only where the
+    device lists FP16, BF16 only where it lists BF16 (an error elsewhere), FP32 for everything else."""
+    hint = get_precision(precision).openvino_hint
+    capabilities = device_capabilities(device)
+    if hint == "f16" and "FP16" not in capabilities:
+        return "f32"
+    if hint == "bf16" and capabilities and "BF16" not in capabilities:
+        raise EdgevidError(f"bf16 is not available on OpenVINO {device.upper()}: its OPTIMIZATION_CAPABILITIES are "
+                           f"{', '.join(capabilities)} (BF16 needs a CPU with AVX512_BF16 or AMX)")
+    return hint
+
+
+def compile_config(precision: str, device: str = "CPU", threads: int | None = None, **extra: Any) -> dict[str, Any]:
+    """The compile settings of every OpenVINO model edgevid runs: LATENCY hint, the precision's hint, threads."""
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision_hint(precision,
+                                                                                                       device)}
+    if threads and device.upper().startswith("CPU"):
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    return {**config, **extra}
+
+
+def compile_model(model: Any, precision: str, device: str = "CPU", threads: int | None = None, **extra: Any) -> Any:
+    """Compile an ``ov.Model`` (or IR path) for ``precision`` on ``device``; ``extra`` adds settings (PERF_COUNT)."""
+    return openvino_core().compile_model(model, device.upper(), compile_config(precision, device, threads, **extra))
+
+
+def execution_precision(compiled: Any) -> str:
+    """What a compiled model computes in, read back from its runtime graph: ``f32``, ``bf16``, or a mix such as
+    ``i8 (54 layers) + f32 (3)`` for an INT8 model with layers left in float."""
+    counts: Counter[str] = Counter()
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if "layerType" in info and info["layerType"].astype(str) in _WEIGHTED_LAYERS:
+            counts[info["runtimePrecision"].astype(str).lower()] += 1
+    if not counts:
+        return str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    ranked = counts.most_common()
+    if len(ranked) == 1:
+        return ranked[0][0]
+    return f"{ranked[0][0]} ({ranked[0][1]} layers) + " + " + ".join(f"{name} ({n})" for name, n in ranked[1:])
 
 
 def _first_line(exc: BaseException) -> str:
@@ -44,17 +99,18 @@ def openvino_device(device: str, available: list[str]) -> str:
 class OpenVINOPredictor(Predictor):
     backend = "openvino"
 
-    def __init__(self, core, model, meta, path: Path, device: str, config: dict[str, Any]) -> None:
-        super().__init__(meta, path, device)
+    def __init__(self, core, model, meta, path: Path, device: str, precision: str, threads: int | None) -> None:
+        super().__init__(meta, path, device, precision)
         self.core = core
         self.model = model
-        self.config = config
+        self.threads = threads
         self.input_names = [port.get_any_name() for port in model.inputs]
         self.output_names = [port.get_any_name() for port in model.outputs]
         self._compiled: OrderedDict[tuple, Any] = OrderedDict()
 
     @classmethod
-    def open(cls, path: Path, device: str = "cpu", threads: int | None = None) -> OpenVINOPredictor:
+    def open(cls, path: Path, device: str = "cpu", threads: int | None = None,
+             precision: str | None = None) -> OpenVINOPredictor:
         path = Path(path)
         if path.suffix.lower() != ".xml":
             raise EdgevidError(f"{path}: an OpenVINO IR is an .xml file (with its .bin beside it)")
@@ -62,10 +118,19 @@ class OpenVINOPredictor(Predictor):
         meta = openvino_meta(model, str(path))
         core = openvino_core()
         ov_device = openvino_device(device, core.available_devices)
-        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
-        if threads and ov_device.startswith("CPU"):
-            config["INFERENCE_NUM_THREADS"] = int(threads)
-        return cls(core, model, meta, path, ov_device, config)
+        precision = resolve_precision(cls.backend, meta.precision, precision, ov_device.lower(), str(path))
+        try:
+            precision_hint(precision, ov_device)
+        except EdgevidError as exc:
+            raise EdgevidError(f"{path}: {exc}") from None
+        return cls(core, model, meta, path, ov_device, precision, threads)
+
+    @property
+    def execution(self) -> str:
+        """What the model computes in on this device, read back from the compiled model (compiled if needed)."""
+        if not self._compiled:
+            self.request_for({self.input_names[0]: (1, *self.input_shape)})
+        return execution_precision(next(reversed(self._compiled.values())).get_compiled_model())
 
     def _accepts_frames(self, frames: int) -> bool:
         return self.meta.accepts_frames(frames)
@@ -81,7 +146,7 @@ class OpenVINOPredictor(Predictor):
         model = self.model.clone()
         try:
             model.reshape({name: ov.PartialShape(list(shape)) for name, shape in shapes.items()})
-            compiled = self.core.compile_model(model, self.device, self.config)
+            compiled = compile_model(model, self.precision, self.device, self.threads)
         except Exception as exc:  # reshape/compile errors are generic RuntimeErrors
             expected = {p.get_any_name(): str(p.get_partial_shape()) for p in self.model.inputs}
             raise EdgevidError(f"{self.path}: cannot run inputs {dict(shapes)} (the IR expects {expected}): "

@@ -30,12 +30,15 @@ import numpy as np
 
 from edgevid.errors import EdgevidError
 from edgevid.meta import ArtifactMeta
+from edgevid.precision import get_precision
 from edgevid.runtime.base import Predictor
+from edgevid.runtime.openvino_backend import compile_model, execution_precision
 
 FRAME_INPUT = "frame"
 LOGITS_OUTPUT = "logits"
 DECAYED_KINDS = ("sum", "count")
 STREAMING_TARGETS = ("onnx", "openvino")
+STREAMING_PRECISIONS = {"onnx": ("fp32",), "openvino": ("fp32", "fp16", "bf16")}
 
 
 def next_name(state: str) -> str:
@@ -50,10 +53,11 @@ class StreamingPredictor(ABC):
     backend: str = ""
 
     def __init__(self, meta: ArtifactMeta, path: Path, device: str, kinds: list[str],
-                 horizon: int | None = None) -> None:
+                 horizon: int | None = None, precision: str | None = None) -> None:
         self.meta = meta
         self.path = path
         self.device = device
+        self.precision = precision or meta.precision
         self.kinds = kinds
         self.horizon = horizon
         self._states: list | None = None
@@ -63,6 +67,11 @@ class StreamingPredictor(ABC):
     @property
     def horizon(self) -> int | None:
         return self._horizon
+
+    @property
+    def execution(self) -> str:
+        """The precision the backend computes in (see :attr:`Predictor.execution`)."""
+        return self.precision
 
     @horizon.setter
     def horizon(self, value: int | None) -> None:
@@ -127,7 +136,8 @@ class StreamingPredictor(ABC):
         """One step of the backend: logits and new states."""
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.path}, model={self.meta.model}, device={self.device})"
+        return (f"{type(self).__name__}({self.path}, model={self.meta.model}, device={self.device}, "
+                f"precision={self.precision})")
 
 
 class TorchStreamingPredictor(StreamingPredictor):
@@ -136,28 +146,34 @@ class TorchStreamingPredictor(StreamingPredictor):
     backend = "torch"
 
     def __init__(self, streaming_model, meta: ArtifactMeta, path: Path, device: str,
-                 horizon: int | None = None) -> None:
-        super().__init__(meta, path, device, [spec.kind for spec in streaming_model.specs], horizon)
+                 horizon: int | None = None, precision: str | None = None) -> None:
+        super().__init__(meta, path, device, [spec.kind for spec in streaming_model.specs], horizon, precision)
         self.model = streaming_model
+        self.autocast = self.precision == "bf16"
+
+    @property
+    def execution(self) -> str:
+        return "bf16 (autocast)" if self.autocast else "fp32"
 
     @classmethod
     def from_model(cls, model, meta: ArtifactMeta, path: Path, device: str = "cpu",
-                   horizon: int | None = None) -> TorchStreamingPredictor:
+                   horizon: int | None = None, precision: str | None = None) -> TorchStreamingPredictor:
         from edgevid.models.streaming import to_streaming
 
         try:
             streaming = to_streaming(model)
         except ValueError as exc:
             raise EdgevidError(f"{path}: {exc}") from None
-        return cls(streaming.to(device), meta.replace(streaming=True, head="clip"), path, device, horizon)
+        return cls(streaming.to(device), meta.replace(streaming=True, head="clip"), path, device, horizon, precision)
 
     @classmethod
     def open(cls, path: Path, device: str = "cpu", threads: int | None = None,
-             horizon: int | None = None) -> TorchStreamingPredictor:
+             horizon: int | None = None, precision: str | None = None) -> TorchStreamingPredictor:
         from edgevid.runtime.torch_backend import TorchPredictor
 
-        clip_predictor = TorchPredictor.open(path, device=device, threads=threads)
-        return cls.from_model(clip_predictor.model, clip_predictor.meta, clip_predictor.path, device, horizon)
+        clip_predictor = TorchPredictor.open(path, device=device, threads=threads, precision=precision)
+        return cls.from_model(clip_predictor.model, clip_predictor.meta, clip_predictor.path, device, horizon,
+                              clip_predictor.precision)
 
     def _zero_states(self, batch: int) -> list:
         return self.model.initial_states(batch, self.meta.size)
@@ -165,7 +181,8 @@ class TorchStreamingPredictor(StreamingPredictor):
     def _step(self, frame: np.ndarray, states: list) -> tuple[np.ndarray, list]:
         import torch
 
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16,
+                                                    enabled=self.autocast):
             logits, *new_states = self.model(torch.from_numpy(frame).to(self.device), *states)
         return logits.float().cpu().numpy(), new_states
 
@@ -180,13 +197,18 @@ class GraphStreamingPredictor(StreamingPredictor):
             raise EdgevidError(f"{predictor.path}: not a streaming export (export it with "
                                "`edgevid export CHECKPOINT --streaming`)")
         self.states = layout["states"]
-        super().__init__(predictor.meta, predictor.path, predictor.device, [s["kind"] for s in self.states], horizon)
+        super().__init__(predictor.meta, predictor.path, predictor.device, [s["kind"] for s in self.states], horizon,
+                         predictor.precision)
         self.predictor = predictor
         self.backend = predictor.backend
         slots = {s["name"]: slot for slot, s in enumerate(self.states)}
         self._step_slot = slots["step"]
         self._shifts = [(slot, slots[s["shifted_from"]], s["rate"]) for slot, s in enumerate(self.states)
                         if s.get("shifted_from")]
+
+    @property
+    def execution(self) -> str:
+        return self.predictor.execution
 
     def state_note(self) -> str:
         shifted = len(self._shifts)
@@ -264,6 +286,13 @@ class OpenVINOStreamingPredictor(GraphStreamingPredictor):
         self._rings: list[_StateRing] = []
         self._turn = 0
 
+    @property
+    def execution(self) -> str:
+        if not self._requests:
+            self._compile(1)
+            self._batch = 0
+        return execution_precision(self._requests[0].get_compiled_model())
+
     def _ring_slots(self) -> list[list[int]]:
         """State slots of each ring: a chain of shifted frame buffers (oldest first), or one state."""
         older = {source: slot for slot, source, _ in self._shifts}
@@ -284,7 +313,7 @@ class OpenVINOStreamingPredictor(GraphStreamingPredictor):
                        for s in self.states})
         try:
             model.reshape(shapes)
-            compiled = self.predictor.core.compile_model(model, self.predictor.device, self.predictor.config)
+            compiled = compile_model(model, self.predictor.precision, self.predictor.device, self.predictor.threads)
         except RuntimeError as exc:
             raise EdgevidError(f"{self.path}: OpenVINO cannot compile the streaming model for batch {batch}: "
                                f"{str(exc).strip().splitlines()[0][:160]}") from None
@@ -331,16 +360,18 @@ class OpenVINOStreamingPredictor(GraphStreamingPredictor):
 
 
 def load_streaming(artifact: str | Path, device: str = "cpu", threads: int | None = None,
-                   horizon: int | None = None) -> StreamingPredictor:
-    """A streaming predictor for a causal checkpoint (converted on load) or a streaming export."""
+                   horizon: int | None = None, precision: str | None = None) -> StreamingPredictor:
+    """A streaming predictor for a causal checkpoint (converted on load) or a streaming export, in ``precision``
+    (default: the artifact's own; see :func:`edgevid.runtime.load`)."""
     from edgevid.runtime.base import load
 
     path = Path(artifact)
     if not path.exists():
         raise EdgevidError(f"{path}: no such artifact")
     if path.is_dir() or path.suffix.lower() in (".pt", ".pth", ".ckpt"):
-        return TorchStreamingPredictor.open(path, device=device, threads=threads, horizon=horizon)
-    predictor = load(path, device=device, threads=threads)
+        return TorchStreamingPredictor.open(path, device=device, threads=threads, horizon=horizon,
+                                            precision=precision)
+    predictor = load(path, device=device, threads=threads, precision=precision)
     if predictor.backend == "openvino":
         return OpenVINOStreamingPredictor(predictor, horizon)
     return GraphStreamingPredictor(predictor, horizon)
@@ -418,7 +449,7 @@ def export_streaming(artifact: str | Path, target: str = "onnx", out: str | Path
                      precision: str = "fp32", threads: int | None = None, opset: int = 17):
     """Export a causal checkpoint's streaming form to ONNX or OpenVINO IR, checked frame by frame against the
     causal model on the whole clip (through the exported file's own runtime). Returns an ``ExportResult``."""
-    from edgevid.export.base import TOLERANCES, ExportResult, atomic_files
+    from edgevid.export.base import ExportResult, atomic_files
     from edgevid.meta import write_openvino_meta
     from edgevid.runtime.torch_backend import TorchPredictor
     from edgevid.utils.atomic import atomic_path
@@ -426,9 +457,9 @@ def export_streaming(artifact: str | Path, target: str = "onnx", out: str | Path
     if target not in STREAMING_TARGETS:
         raise EdgevidError(f"--streaming exports to {' or '.join(STREAMING_TARGETS)}, not {target!r} (build a "
                            "TensorRT engine from the streaming ONNX)")
-    if precision not in ("fp32", "fp16") or (precision == "fp16" and target == "onnx"):
-        raise EdgevidError(f"--streaming --target {target} supports precision fp32"
-                           f"{' or fp16' if target == 'openvino' else ''}, not {precision}")
+    if precision not in STREAMING_PRECISIONS[target]:
+        raise EdgevidError(f"--streaming --target {target} supports precision "
+                           f"{' or '.join(STREAMING_PRECISIONS[target])}, not {precision}")
     path = Path(artifact)
     if not (path.is_dir() or path.suffix.lower() in (".pt", ".pth", ".ckpt")):
         raise EdgevidError(f"{path}: --streaming exports from a causal checkpoint or run directory")
@@ -441,7 +472,7 @@ def export_streaming(artifact: str | Path, target: str = "onnx", out: str | Path
     out_path = Path(out) if out is not None else base.with_name(f"{base.name}.stream{suffix}")
     if out_path.suffix.lower() != suffix:
         raise EdgevidError(f"--out {out_path}: a streaming {target} artifact must end in {suffix}")
-    tolerance = TOLERANCES[precision]
+    tolerance = get_precision(precision).tolerance
     reference = clip_predictor.model
     if target == "onnx":
         from edgevid.runtime.onnx_backend import OnnxRuntimePredictor

@@ -14,6 +14,7 @@ import numpy as np
 
 from edgevid.errors import EdgevidError
 from edgevid.meta import read_meta
+from edgevid.precision import resolve_precision
 from edgevid.runtime.base import Predictor, register_backend
 
 
@@ -63,11 +64,13 @@ class TensorRTPredictor(Predictor):
         self.profile = tuple(tuple(s) for s in engine.get_tensor_profile_shape(self.input_names[0], 0))
 
     @classmethod
-    def open(cls, path: Path, device: str = "cuda", threads: int | None = None) -> TensorRTPredictor:
+    def open(cls, path: Path, device: str = "cuda", threads: int | None = None,
+             precision: str | None = None) -> TensorRTPredictor:
         import torch
 
         path = Path(path)
         meta = read_meta(path)
+        resolve_precision(cls.backend, meta.precision, precision, device, str(path))
         trt = require_tensorrt(f"{path}: running a TensorRT engine")
         if not device.startswith("cuda"):
             raise EdgevidError(f"{path}: TensorRT engines run on a CUDA GPU (--device cuda[:N]), not {device!r}")

@@ -9,6 +9,7 @@ import torch
 
 from edgevid.checkpoint import load_model, resolve_checkpoint
 from edgevid.errors import EdgevidError
+from edgevid.precision import resolve_precision
 from edgevid.runtime.base import Predictor, register_backend
 
 
@@ -16,12 +17,18 @@ from edgevid.runtime.base import Predictor, register_backend
 class TorchPredictor(Predictor):
     backend = "torch"
 
-    def __init__(self, model: torch.nn.Module, meta, path: Path, device: str) -> None:
-        super().__init__(meta, path, device)
+    def __init__(self, model: torch.nn.Module, meta, path: Path, device: str, precision: str | None = None) -> None:
+        super().__init__(meta, path, device, precision)
         self.model = model
+        self.autocast = self.precision == "bf16"
+
+    @property
+    def execution(self) -> str:
+        return "bf16 (autocast)" if self.autocast else "fp32"
 
     @classmethod
-    def open(cls, path: Path, device: str = "cpu", threads: int | None = None) -> TorchPredictor:
+    def open(cls, path: Path, device: str = "cpu", threads: int | None = None,
+             precision: str | None = None) -> TorchPredictor:
         if threads:
             torch.set_num_threads(threads)
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -30,12 +37,14 @@ class TorchPredictor(Predictor):
             raise EdgevidError(f"torch backend runs on 'cpu' or 'cuda[:N]', not {device!r}")
         checkpoint = resolve_checkpoint(path)
         model, meta = load_model(checkpoint)
-        return cls(model.to(device), meta, checkpoint, device)
+        precision = resolve_precision(cls.backend, meta.precision, precision, device.split(":")[0], str(checkpoint))
+        return cls(model.to(device), meta, checkpoint, device, precision)
 
     def _accepts_frames(self, frames: int) -> bool:
         return frames >= self.model.min_frames and frames % self.model.frame_multiple == 0
 
     @torch.inference_mode()
     def _run(self, clips: np.ndarray) -> np.ndarray:
-        out = self.model(torch.from_numpy(clips).to(self.device))
+        with torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16, enabled=self.autocast):
+            out = self.model(torch.from_numpy(clips).to(self.device))
         return out.float().cpu().numpy()

@@ -1,13 +1,15 @@
 """What a measurement ran on, and how it is timed: machine name and info, latency percentiles.
 
-``machine_name()`` (``cpu-<cores>c-<short cpu model>``, e.g. ``cpu-2c-amd-epyc``) names the results folder of a
-machine; ``machine_info()`` is stored in every benchmark result. ``time_callable`` is the one latency loop shared by
+``machine_name()`` (``cpu-<cores>c-<short cpu model>-<ISA level>``, e.g. ``cpu-2c-amd-epyc-avx2``) names the
+results folder of a machine; ``cpu_features()`` (what decides precisions) is read from /proc/cpuinfo;
+``machine_info()`` is stored in every benchmark result. ``time_callable`` is the one latency loop shared by
 ``edgevid bench`` and the scripts in ``benchmarks/``.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import importlib.metadata
 import os
 import platform
@@ -40,6 +42,48 @@ def _short_cpu(model: str) -> str:
     return "-".join(slug.split("-")[:4]) or "unknown-cpu"
 
 
+# /proc/cpuinfo flags behind each feature that decides which precisions run natively.
+_FEATURE_FLAGS = {
+    "avx2": ("avx2",),
+    "avx512": ("avx512f",),
+    "vnni": ("avx512_vnni", "avx_vnni", "amx_int8"),
+    "bf16": ("avx512_bf16", "amx_bf16"),
+    "amx": ("amx_tile",),
+    "fp16": ("avx512_fp16", "amx_fp16"),
+    "neon": ("asimd", "neon"),
+}
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (x86 ``flags``, ARM ``Features``) from /proc/cpuinfo; empty where it is absent."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return frozenset()
+    for line in cpuinfo.read_text(errors="replace").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def cpu_features(flags: frozenset[str] | None = None) -> dict[str, bool]:
+    """Which of AVX2, AVX-512, VNNI, BF16, AMX, FP16 (and ARM NEON) this CPU has, detected from its flags."""
+    flags = cpu_flags() if flags is None else flags
+    return {name: any(f in flags for f in names) for name, names in _FEATURE_FLAGS.items()}
+
+
+def isa_level(flags: frozenset[str] | None = None) -> str:
+    """The highest level that changes what runs fast: ``amx``, ``avx512-bf16``, ``avx512-vnni``, ``avx512``,
+    ``avx2``, ``neon`` or the architecture's name."""
+    features = cpu_features(flags)
+    for level, needs in (("amx", "amx"), ("avx512-bf16", "bf16"), ("avx512-vnni", "vnni"), ("avx512", "avx512"),
+                         ("avx2", "avx2"), ("neon", "neon")):
+        if features[needs] and (needs not in ("bf16", "vnni") or features["avx512"]):
+            return level
+    return platform.machine().lower() or "unknown-isa"
+
+
 def cpu_cores() -> int:
     """CPU cores this process may use (affinity-aware on Linux)."""
     if hasattr(os, "sched_getaffinity"):
@@ -48,8 +92,9 @@ def cpu_cores() -> int:
 
 
 def machine_name() -> str:
-    """``cpu-<cores>c-<short cpu model>``, e.g. ``cpu-2c-amd-epyc``; the results folder of this machine."""
-    return f"cpu-{cpu_cores()}c-{_short_cpu(cpu_model())}"
+    """``cpu-<cores>c-<short cpu model>-<ISA level>``, e.g. ``cpu-2c-amd-epyc-avx2``; the results folder of this
+    machine (one CPU model name covers CPUs of several ISA levels)."""
+    return f"cpu-{cpu_cores()}c-{_short_cpu(cpu_model())}-{isa_level()}"
 
 
 def package_version(package: str) -> str | None:
@@ -95,6 +140,8 @@ def machine_info() -> dict[str, Any]:
         "machine": machine_name(),
         "cpu_model": cpu_model(),
         "cpu_cores": cpu_cores(),
+        "cpu_features": [name for name, present in cpu_features().items() if present],
+        "isa_level": isa_level(),
         "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "os": platform.platform(),
         "python": platform.python_version(),
@@ -144,8 +191,11 @@ def latency_stats(samples_ms: Sequence[float]) -> dict[str, float]:
 __all__ = [
     "PACKAGES",
     "cpu_cores",
+    "cpu_features",
+    "cpu_flags",
     "cpu_model",
     "gpu_name",
+    "isa_level",
     "jetson_model",
     "jetson_power_mode",
     "latency_stats",
