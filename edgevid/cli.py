@@ -366,7 +366,9 @@ def live_cmd(
     model: str = typer.Option(..., "--model", "-m", help="Run directory, checkpoint, .onnx, OpenVINO .xml or "
                                                          "TensorRT engine (a streaming export runs streaming)."),
     camera: int | None = typer.Option(None, "--camera", "-c", help="Camera index (OpenCV)."),
-    source: str | None = typer.Option(None, "--source", "-s", help="Video file, image folder or RTSP/HTTP URL."),
+    source: list[str] | None = typer.Option(None, "--source", "-s", help="Video file, image folder, RTSP/HTTP URL, "
+                                            "/dev/videoN, csi://N (Jetson CSI camera) or a GStreamer pipeline ending "
+                                            "in appsink; repeat for several streams sharing the model."),
     realtime: bool = typer.Option(False, "--realtime", help="Play a file at its own fps like a camera (frames are "
                                                             "dropped when the model is slower); default: every frame."),
     every: int = typer.Option(1, "--every", help="Run the model every K frames (sliding window)."),
@@ -392,6 +394,18 @@ def live_cmd(
     width: int | None = typer.Option(None, "--width", help="Camera: requested frame width."),
     height: int | None = typer.Option(None, "--height", help="Camera: requested frame height."),
     fps: float | None = typer.Option(None, "--fps", help="Camera: requested fps; image folder: its frame rate."),
+    serve: str | None = typer.Option(None, "--serve", help="Web view on [HOST:]PORT (localhost unless a host is "
+                                                           "given): MJPEG video, labels, /status, /metrics."),
+    token: str | None = typer.Option(None, "--token", envvar="EDGEVID_TOKEN", help="Access token the web view "
+                                                                                   "requires (?token=...)."),
+    events: str | None = typer.Option(None, "--events", help="Write events as JSON lines to this file (- for "
+                                                             "stdout): label changes and summaries."),
+    events_every: float = typer.Option(10.0, "--events-every", help="Seconds between summary events."),
+    webhook: str | None = typer.Option(None, "--webhook", help="POST every event as JSON to this URL (never "
+                                                               "blocks the loop; a full queue drops events)."),
+    webhook_queue: int = typer.Option(64, "--webhook-queue", help="Events the webhook queue holds."),
+    reconnect_attempts: int = typer.Option(5, "--reconnect-attempts", min=0, help="Reopen a lost camera or stream "
+                                           "this many times (backoff 0.5 s doubling to 8 s), then exit with code 1."),
 ) -> None:
     """Recognise actions in real time on a camera, video file, stream or image folder.
 
@@ -402,17 +416,23 @@ def live_cmd(
     """
     from edgevid.runtime.live import LiveOptions, run_live
 
-    if (camera is None) == (source is None):
-        raise EdgevidError("give exactly one of --camera N or --source PATH_OR_URL")
+    if (camera is None) == (not source):
+        raise EdgevidError("give exactly one of --camera N or --source PATH_OR_URL (--source may repeat)")
     options = LiveOptions(realtime=realtime, every=every, topk=topk, smooth=smooth, alpha=alpha, votes=votes,
                           threshold=threshold, show=show, output=output, max_frames=max_frames, duration=duration,
                           report=report, log_every=log_every, streaming=streaming, horizon=horizon, device=device,
-                          threads=threads, width=width, height=height, fps=fps)
-    result = run_live(model, camera if camera is not None else source, options)
+                          threads=threads, width=width, height=height, fps=fps, serve=serve, token=token,
+                          events=events, events_every=events_every, webhook=webhook, webhook_queue=webhook_queue,
+                          reconnect_attempts=reconnect_attempts)
+    result = run_live(model, camera if camera is not None else list(source), options)
     console.print(make_table(result.rows(), ["metric", "value"], title=f"edgevid live: {result.model}"))
-    for path, what in ((output, "annotated video"), (report, "report")):
+    outputs = [s["output"] for s in result.streams if s.get("output")] or ([output] if output else [])
+    for path, what in [*((p, "annotated video") for p in outputs), (report, "report")]:
         if path:
             console.print(f"wrote {what} {path}", highlight=False)
+    if result.failed:
+        err_console.print(f"[bold red]error:[/] {result.stop_reason}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1)
 
 
 # --- compress

@@ -5,6 +5,12 @@ keeps only the newest frame (:mod:`edgevid.runtime.sources`); each frame is prep
 (:mod:`edgevid.runtime.buffer`) and the model runs on the newest window every K frames; with ``streaming`` each
 sampled frame is one step of a streaming model (:mod:`edgevid.runtime.streaming`). Latency and memory are measured
 throughout (:mod:`edgevid.runtime.metrics`).
+
+Several sources share one model: each stream has its own capture thread (one slot each), ring buffer, smoothing,
+labels and report section, and the windows of the streams that are due in the same pass of the loop go through the
+model as one batch (as DeepStream's sequence preprocessing batches ready sequences across streams). Around the loop,
+without touching its timing: the web view (:mod:`edgevid.runtime.serve`) and the events for other programs
+(:mod:`edgevid.runtime.events`).
 """
 
 from __future__ import annotations
@@ -12,7 +18,10 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +71,14 @@ class LiveOptions:
     stall_timeout: float = 10.0
     reconnect_attempts: int = 5
     open_timeout: float = 5.0
+    serve: str | None = None
+    token: str | None = None
+    serve_fps: float = 15.0
+    events: str | None = None
+    events_every: float = 10.0
+    webhook: str | None = None
+    webhook_queue: int = 64
+    webhook_timeout: float = 2.0
 
     def validate(self) -> None:
         if self.every < 1:
@@ -86,6 +103,26 @@ class LiveOptions:
                 raise EdgevidError(f"--{name.replace('_', '-')} must be positive, got {value}")
         if self.output and Path(self.output).suffix.lower() not in VIDEO_FOURCC:
             raise EdgevidError(f"--output {self.output}: expected a video file ({', '.join(VIDEO_FOURCC)})")
+        for name in ("events_every", "serve_fps", "webhook_timeout"):
+            if getattr(self, name) <= 0:
+                raise EdgevidError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.webhook_queue < 1:
+            raise EdgevidError(f"--webhook-queue must be >= 1, got {self.webhook_queue}")
+        if self.serve is not None:
+            from edgevid.runtime.serve import parse_bind
+
+            parse_bind(self.serve)
+        elif self.token:
+            raise EdgevidError("--token protects the web view: it goes with --serve [HOST:]PORT")
+        if self.webhook and not self.webhook.lower().startswith(("http://", "https://")):
+            raise EdgevidError(f"--webhook {self.webhook}: expected an http:// or https:// URL")
+
+    def public(self) -> dict[str, Any]:
+        """The options as stored in the report (the access token is never written out)."""
+        data = asdict(self)
+        if data.get("token"):
+            data["token"] = "<set>"
+        return data
 
 
 # ------------------------------------------------------------------------------------------ scores and labels
@@ -195,11 +232,17 @@ class ClipRunner:
         self.ring = FrameRing(meta.frames, stride, (3, meta.size, meta.size))
         self.schedule = EveryK(every)
 
-    def push(self, frame: Frame, rgb: np.ndarray) -> Inference | None:
+    def add(self, frame: Frame, rgb: np.ndarray) -> np.ndarray | None:
+        """Preprocess the frame into the ring; the clip [1, 3, T, S, S] of the newest window when the model is due."""
         self.ring.push(frame.index, frame.timestamp, self.predictor.preprocess(rgb[None]))
         if not self.schedule.due(self.ring.ready):
             return None
-        clip, _ = self.ring.window()
+        return self.ring.window()[0]
+
+    def push(self, frame: Frame, rgb: np.ndarray) -> Inference | None:
+        clip = self.add(frame, rgb)
+        if clip is None:
+            return None
         start = time.perf_counter()
         output = self.predictor.predict(clip)
         model_ms = (time.perf_counter() - start) * 1e3
@@ -216,11 +259,17 @@ class StreamRunner:
         self.stride = stride
         self.last: int | None = None
 
-    def push(self, frame: Frame, rgb: np.ndarray) -> Inference | None:
+    def add(self, frame: Frame, rgb: np.ndarray) -> np.ndarray | None:
+        """The preprocessed step input when this frame is a model step, else None."""
         if self.last is not None and frame.index - self.last < self.stride:
             return None
         self.last = frame.index
-        step_input = self.streamer.preprocess(rgb[None])
+        return self.streamer.preprocess(rgb[None])
+
+    def push(self, frame: Frame, rgb: np.ndarray) -> Inference | None:
+        step_input = self.add(frame, rgb)
+        if step_input is None:
+            return None
         start = time.perf_counter()
         logits = self.streamer.step(step_input)
         model_ms = (time.perf_counter() - start) * 1e3
@@ -349,87 +398,48 @@ def open_model(model: str | Path | Predictor, options: LiveOptions):
     return load(model, device=options.device, threads=options.threads)
 
 
-class LiveLoop:
-    """One live run: takes the newest frame, runs the model when due, draws, writes, logs, and measures."""
+def stream_output(path: str, index: int, streams: int) -> str:
+    """``--output out.mp4`` for stream ``index``: itself with one source, ``out.<index>.mp4`` with several."""
+    if streams == 1:
+        return path
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}.{index}{p.suffix}"))
 
-    def __init__(self, model, source: Source, options: LiveOptions, display: Display | None) -> None:
-        self.model = model
-        self.meta: ArtifactMeta = model.meta
+
+class StreamState:
+    """One source of a live run: its capture thread, temporal buffer, smoothing, label, output and figures."""
+
+    def __init__(self, index: int, model, source: Source, options: LiveOptions, notify: threading.Event) -> None:
+        meta: ArtifactMeta = model.meta
+        self.index = index
         self.source = source
-        self.options = options
-        self.display = display
-        self.stride = source_stride(self.meta.sampling_stride, self.meta.fps, source.fps)
+        self.stride = source_stride(meta.sampling_stride, meta.fps, source.fps)
         if hasattr(model, "step"):
             model.reset()
             self.runner: ClipRunner | StreamRunner = StreamRunner(model, self.stride)
         else:
             self.runner = ClipRunner(model, self.stride, options.every)
         self.smoother = make_smoother(options)
-        self.model_latency, self.e2e_latency = LatencyStats(), LatencyStats()
-        self.memory = MemoryMonitor(options.device, torch_allocator=getattr(model, "backend", "") == "torch")
+        self.e2e_latency = LatencyStats()
         self.drop = source.live or options.realtime
         self.grabber = LatestFrameGrabber(
             source, drop=self.drop, pace_fps=source.fps if options.realtime and not source.live else None,
-            max_frames=options.max_frames, reconnect_attempts=options.reconnect_attempts)
+            max_frames=options.max_frames, reconnect_attempts=options.reconnect_attempts, notify=notify)
         self.processed = self.predictions = 0
         self.label: Label | None = None
         self.last_model_ms: float | None = None
         self.last_e2e_ms: float | None = None
         self.last_written = -1
-        self.start = self.last_log = time.perf_counter()
+        self.waiting_since = time.perf_counter()
+        self.stop_reason: str | None = None
+        self.failed = False
+        self.output: str | None = None
+        self.sink: VideoSink | None = None
+        self.display: Display | None = None
 
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-    def run(self) -> str:
-        """Loop until the source ends, a limit is reached or the user stops; returns why it stopped."""
-        options = self.options
-        with contextlib.ExitStack() as stack:
-            sink = stack.enter_context(VideoSink(options.output, self.source.fps)) if options.output else None
-            stack.enter_context(self.grabber)
-            self.start = self.last_log = waiting_since = time.perf_counter()
-            try:
-                while True:
-                    if options.duration is not None and self.elapsed() >= options.duration:
-                        return "duration"
-                    if self.display is not None and self.display.wants_quit():
-                        return "user quit"
-                    frame = self.grabber.get(timeout=0.05)
-                    if frame is None:
-                        if self.grabber.finished:
-                            return self.grabber.end_reason or "end of source"
-                        if time.perf_counter() - waiting_since > options.stall_timeout:
-                            return f"source stalled (no frame for {options.stall_timeout:g} s)"
-                        continue
-                    waiting_since = time.perf_counter()
-                    self.process(frame, sink)
-                    if options.log_every and time.perf_counter() - self.last_log >= options.log_every:
-                        self.log()
-            except KeyboardInterrupt:
-                return "interrupted"
-
-    def process(self, frame: Frame, sink: VideoSink | None) -> None:
-        self.processed += 1
-        result = self.runner.push(frame, cv2.cvtColor(frame.bgr, cv2.COLOR_BGR2RGB))
-        if result is not None:
-            probs, index = self.smoother.update(result.probs)
-            self.label = make_label(probs, index, self.meta.classes, self.options.topk, self.options.threshold)
-            self.last_e2e_ms = (time.perf_counter() - result.timestamp) * 1e3
-            self.last_model_ms = result.model_ms
-            self.model_latency.add(result.model_ms)
-            self.e2e_latency.add(self.last_e2e_ms)
-            self.predictions += 1
-        self.memory.sample()
-        if sink is None and self.display is None:
-            return
-        elapsed = self.elapsed()
-        shown = annotate(frame.bgr, self.label, self.processed / elapsed if elapsed > 0 else None,
-                         self.last_model_ms, self.last_e2e_ms)
-        if sink is not None:
-            sink.write(shown, repeat=frame.index - self.last_written)
-            self.last_written = frame.index
-        if self.display is not None:
-            self.display.show(shown)
+    def end(self, reason: str, failed: bool) -> None:
+        if self.stop_reason is None:
+            self.stop_reason, self.failed = reason, failed
 
     def rates(self, elapsed: float) -> dict[str, float | None]:
         """Frames per second captured (between the first and last capture), processed and inferred."""
@@ -441,59 +451,346 @@ class LiveLoop:
                 "processed": self.processed / elapsed if elapsed > 0 else None,
                 "inference": self.predictions / elapsed if elapsed > 0 else None}
 
+    def counts(self) -> dict[str, int]:
+        return {"captured": self.grabber.captured, "processed": self.processed, "dropped": self.grabber.dropped,
+                "predictions": self.predictions}
+
+    def status(self, elapsed: float) -> dict[str, Any]:
+        """This stream's state for ``/status`` and the metrics (read from the web server's threads)."""
+        label = self.label
+        return {"stream": self.index, "source": self.source.name, "frames": self.counts(),
+                "predictions": self.predictions, "reconnects": self.grabber.reconnects, "fps": self.rates(elapsed),
+                "latency_ms": self.e2e_latency.summary(), "label": label.label if label else None,
+                "score": label.score if label else None, "topk": label.to_list() if label else [],
+                "done": self.stop_reason is not None, "stop_reason": self.stop_reason}
+
+    def section(self, elapsed: float) -> dict[str, Any]:
+        """This stream's section of the report."""
+        return {"stream": self.index, "source": self.source.name, "frames_captured": self.grabber.captured,
+                "frames_processed": self.processed, "frames_dropped": self.grabber.dropped,
+                "predictions": self.predictions, "reconnects": self.grabber.reconnects, "fps": self.rates(elapsed),
+                "latency_ms": {"end_to_end": self.e2e_latency.summary()},
+                "stop_reason": self.stop_reason or "stopped", "failed": self.failed,
+                "last_prediction": self.label.to_list() if self.label else [], "source_fps": self.source.fps,
+                "source_stride": self.stride, "drop_frames": self.drop, "output": self.output}
+
+
+class LiveLoop:
+    """One live run over one or more streams: takes each stream's newest frame, runs the model on the windows that
+    are due (batched across streams), draws, writes, publishes, logs, and measures."""
+
+    def __init__(self, model, sources: list[Source], options: LiveOptions, displays: list[Display] | None = None,
+                 hub=None, events=None, on_label: Callable | None = None) -> None:
+        self.model = model
+        self.meta: ArtifactMeta = model.meta
+        self.options = options
+        self.streaming = hasattr(model, "step")
+        self.notify = threading.Event()
+        self.streams = [StreamState(i, model, source, options, self.notify) for i, source in enumerate(sources)]
+        for stream, display in zip(self.streams, displays or [], strict=False):
+            stream.display = display
+        if options.output:
+            for stream in self.streams:
+                stream.output = stream_output(options.output, stream.index, len(self.streams))
+        self.hub = hub
+        self.events = events
+        self.on_label = on_label
+        self.model_latency, self.e2e_latency = LatencyStats(), LatencyStats()
+        self.memory = MemoryMonitor(options.device, torch_allocator=getattr(model, "backend", "") == "torch")
+        self.batches: Counter[int] = Counter()
+        self.stop_reason: str | None = None
+        self.server_url: str | None = None
+        self.start = self.last_log = time.perf_counter()
+
+    # single-stream views, kept for callers of the one-source loop
+    @property
+    def source(self) -> Source:
+        return self.streams[0].source
+
+    @property
+    def grabber(self) -> LatestFrameGrabber:
+        return self.streams[0].grabber
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def run(self) -> str:
+        """Loop until every source ended (or one was lost), a limit is reached or the user stops; returns why."""
+        self.stop_reason = self._run()
+        return self.stop_reason
+
+    def _run(self) -> str:
+        options = self.options
+        with contextlib.ExitStack() as stack:
+            for stream in self.streams:
+                if stream.output:
+                    stream.sink = stack.enter_context(VideoSink(stream.output, stream.source.fps))
+                stack.enter_context(stream.grabber)
+            self.start = self.last_log = time.perf_counter()
+            for stream in self.streams:
+                stream.waiting_since = self.start
+            got_frames = True
+            try:
+                while True:
+                    if options.duration is not None and self.elapsed() >= options.duration:
+                        return "duration"
+                    if any(s.display is not None and s.display.wants_quit() for s in self.streams):
+                        return "user quit"
+                    if not got_frames:
+                        self.notify.wait(0.05)
+                    self.notify.clear()
+                    ready = self._take_frames()
+                    got_frames = bool(ready)
+                    self._infer(ready)
+                    for stream, frame, _ in ready:
+                        self._show(stream, frame)
+                    self.memory.sample()
+                    if (reason := self._ended()) is not None:
+                        return reason
+                    now = time.perf_counter()
+                    if self.events is not None and self.events.summary_due(now):
+                        self.events.summaries(now, [s.counts() for s in self.streams],
+                                              [s.label for s in self.streams])
+                    if options.log_every and now - self.last_log >= options.log_every:
+                        self.log()
+            except KeyboardInterrupt:
+                return "interrupted"
+
+    def _take_frames(self) -> list[tuple[StreamState, Frame, np.ndarray | None]]:
+        """The newest frame of each active stream that has one, preprocessed; with the model input when due."""
+        ready = []
+        now = time.perf_counter()
+        for stream in self.streams:
+            if stream.stop_reason is not None:
+                continue
+            frame = stream.grabber.get(timeout=0)
+            if frame is None:
+                if stream.grabber.finished:
+                    stream.end(stream.grabber.end_reason or "end of source", stream.grabber.failed)
+                elif now - stream.waiting_since > self.options.stall_timeout:
+                    stream.end(f"source stalled (no frame for {self.options.stall_timeout:g} s)", True)
+                continue
+            stream.waiting_since = now
+            stream.processed += 1
+            ready.append((stream, frame, stream.runner.add(frame, cv2.cvtColor(frame.bgr, cv2.COLOR_BGR2RGB))))
+        return ready
+
+    def _ended(self) -> str | None:
+        """Why the run ends now: a source lost for good ends it at once; otherwise when every source ended."""
+        single = len(self.streams) == 1
+        for stream in self.streams:
+            if stream.failed:
+                return stream.stop_reason if single else f"{stream.source.name}: {stream.stop_reason}"
+        if all(s.stop_reason is not None for s in self.streams):
+            return self.streams[0].stop_reason if single else "all sources ended"
+        return None
+
+    def _infer(self, ready: list[tuple[StreamState, Frame, np.ndarray | None]]) -> None:
+        """One model call for every due window (a batch across streams), then each stream's label."""
+        due = [(stream, frame, x) for stream, frame, x in ready if x is not None]
+        if not due:
+            return
+        start = time.perf_counter()
+        if self.streaming:
+            probs = [clip_probabilities(self.model.step(due[0][2]), "clip")]
+        else:
+            batch = due[0][2] if len(due) == 1 else np.concatenate([x for _, _, x in due])
+            output = np.asarray(self.model.predict(batch))
+            probs = [clip_probabilities(output[i:i + 1], self.meta.head) for i in range(len(due))]
+        model_ms = (time.perf_counter() - start) * 1e3
+        self.model_latency.add(model_ms)
+        self.batches[len(due)] += 1
+        for (stream, frame, _), p in zip(due, probs, strict=True):
+            smoothed, index = stream.smoother.update(p)
+            stream.label = make_label(smoothed, index, self.meta.classes, self.options.topk, self.options.threshold)
+            e2e_ms = (time.perf_counter() - frame.timestamp) * 1e3
+            stream.last_e2e_ms, stream.last_model_ms = e2e_ms, model_ms
+            stream.e2e_latency.add(e2e_ms)
+            self.e2e_latency.add(e2e_ms)
+            stream.predictions += 1
+            if self.events is not None:
+                self.events.prediction(stream.index, stream.label, e2e_ms, frame.timestamp, frame.index)
+            if self.on_label is not None:
+                self.on_label(stream.index, stream.label, e2e_ms)
+
+    def _show(self, stream: StreamState, frame: Frame) -> None:
+        """Hand the frame to the web view (a reference, encoded elsewhere), the output video and the window."""
+        elapsed = self.elapsed()
+        fps = stream.processed / elapsed if elapsed > 0 else None
+        if self.hub is not None:
+            self.hub.publish(stream.index, frame.bgr, {"label": stream.label, "fps": fps,
+                                                       "model_ms": stream.last_model_ms,
+                                                       "e2e_ms": stream.last_e2e_ms})
+        if stream.sink is None and stream.display is None:
+            return
+        shown = annotate(frame.bgr, stream.label, fps, stream.last_model_ms, stream.last_e2e_ms)
+        if stream.sink is not None:
+            stream.sink.write(shown, repeat=frame.index - stream.last_written)
+            stream.last_written = frame.index
+        if stream.display is not None:
+            stream.display.show(shown)
+
+    def totals(self) -> dict[str, int]:
+        keys = ("captured", "processed", "dropped", "predictions")
+        counts = [s.counts() for s in self.streams]
+        return {key: sum(c[key] for c in counts) for key in keys}
+
+    def rates(self, elapsed: float) -> dict[str, float | None]:
+        """Frames per second over all streams: captured (sum of each stream's rate), processed and inferred."""
+        if len(self.streams) == 1:
+            return self.streams[0].rates(elapsed)
+        captures = [s.rates(elapsed)["capture"] for s in self.streams]
+        totals = self.totals()
+        return {"capture": sum(c for c in captures if c) or None,
+                "processed": totals["processed"] / elapsed if elapsed > 0 else None,
+                "inference": totals["predictions"] / elapsed if elapsed > 0 else None}
+
     def log(self) -> None:
         from edgevid.utils.console import console
 
         self.last_log = time.perf_counter()
         elapsed = self.last_log - self.start
-        console.print(log_line(elapsed, self.grabber.captured, self.processed, self.grabber.dropped,
-                               self.predictions, self.rates(elapsed), self.model_latency.summary(),
-                               self.e2e_latency.summary(), self.memory.rss_end), highlight=False)
+        t = self.totals()
+        console.print(log_line(elapsed, t["captured"], t["processed"], t["dropped"], t["predictions"],
+                               self.rates(elapsed), self.model_latency.summary(), self.e2e_latency.summary(),
+                               self.memory.rss_end), highlight=False)
+
+    def status(self) -> dict[str, Any]:
+        """The run's state now, for ``/status`` and ``/metrics`` (called from the web server's threads)."""
+        elapsed = self.elapsed()
+        memory = self.memory.summary()
+        memory["history"] = list(self.memory.history)
+        return {"model": self.meta.model, "backend": getattr(self.model, "backend", "unknown"),
+                "precision": self.meta.precision, "mode": self.streams[0].runner.mode, "elapsed_s": elapsed,
+                "stop_reason": self.stop_reason, "latency_ms": {"model": self.model_latency.summary(),
+                                                                "end_to_end": self.e2e_latency.summary()},
+                "memory_mb": memory, "streams": [s.status(elapsed) for s in self.streams],
+                "batches": {str(k): v for k, v in sorted(self.batches.items())},
+                "events": self.events.stats() if self.events is not None else None,
+                "viewer": self.hub.stats() if self.hub is not None else None}
 
     def report(self, stop_reason: str) -> LiveReport:
         elapsed = self.elapsed()
         self.memory.sample(force=True)
+        totals, first = self.totals(), self.streams[0]
+        single = len(self.streams) == 1
+        failed = any(s.failed for s in self.streams)
         return LiveReport(
             model=self.meta.model, backend=getattr(self.model, "backend", "unknown"), precision=self.meta.precision,
-            source=self.source.name, mode=self.runner.mode, frames_captured=self.grabber.captured,
-            frames_processed=self.processed, frames_dropped=self.grabber.dropped, predictions=self.predictions,
-            duration_s=elapsed, fps=self.rates(elapsed),
+            source=", ".join(s.source.name for s in self.streams), mode=first.runner.mode,
+            frames_captured=totals["captured"], frames_processed=totals["processed"],
+            frames_dropped=totals["dropped"], predictions=totals["predictions"], duration_s=elapsed,
+            fps=self.rates(elapsed),
             latency_ms={"model": self.model_latency.summary(), "end_to_end": self.e2e_latency.summary()},
             memory_mb=self.memory.summary(), stop_reason=stop_reason,
-            last_prediction=self.label.to_list() if self.label else [],
-            options={**asdict(self.options), "source_fps": self.source.fps, "source_stride": self.stride,
-                     "drop_frames": self.drop},
+            last_prediction=first.label.to_list() if single and first.label else [],
+            options={**self.options.public(), "source_fps": first.source.fps, "source_stride": first.stride,
+                     "drop_frames": first.drop},
+            failed=failed, streams=[s.section(elapsed) for s in self.streams],
+            batches={str(k): v for k, v in sorted(self.batches.items())},
+            events=self.events.stats() if self.events is not None else None,
+            serve={"url": self.server_url, **self.hub.stats()} if self.hub is not None else None,
         )
 
 
-def run_live(model: str | Path | Predictor, source: str | int | Path | Source,
-             options: LiveOptions | None = None) -> LiveReport:
-    """Run a model on a camera, file, URL or image folder in real time; returns (and optionally writes) the report.
+MULTI_STREAMING = ("--streaming runs one source (a streaming model keeps one stream's state); give one --source, "
+                   "or several with a clip model")
 
-    ``model`` is an artifact path (any backend), a loaded Predictor or a StreamingPredictor; ``source`` a camera
-    index, a path, a URL or an opened :class:`Source`. The report is written even when the run is interrupted.
+
+def _open_sources(specs: list, options: LiveOptions) -> list[Source]:
+    opened: list[Source] = []
+    try:
+        for spec in specs:
+            if isinstance(spec, Source):
+                opened.append(spec)
+                continue
+            with _quiet_opencv():
+                opened.append(open_source(spec, width=options.width, height=options.height, fps=options.fps,
+                                          timeout_s=options.open_timeout))
+    except BaseException:
+        for source in opened:
+            source.close()
+        raise
+    return opened
+
+
+def run_live(model: str | Path | Predictor, source: str | int | Path | Source | list,
+             options: LiveOptions | None = None, on_label: Callable[[int, Label, float], None] | None = None,
+             ) -> LiveReport:
+    """Run a model on cameras, files, URLs, GStreamer pipelines or image folders in real time; returns (and
+    optionally writes) the report.
+
+    ``model`` is an artifact path (any backend), a loaded Predictor or a StreamingPredictor; ``source`` one source
+    (a camera index, a path, a URL, ``csi://N``, a pipeline or an opened :class:`Source`) or a list of them, which
+    share the model (windows due together run as one batch). ``on_label(stream, label, e2e_ms)`` is called at every
+    prediction, in the loop (keep it short). The report is written even when the run is interrupted; its ``failed``
+    is true when a source was lost for good (``edgevid live`` then exits with code 1).
     """
     options = options or LiveOptions()
     options.validate()
+    specs = list(source) if isinstance(source, (list, tuple)) else [source]
+    if not specs:
+        raise EdgevidError("give at least one --source")
+    if options.streaming and len(specs) > 1:
+        raise EdgevidError(MULTI_STREAMING)
     loaded = open_model(model, options)
     if options.streaming and not hasattr(loaded, "step"):
         raise EdgevidError(f"{model}: --streaming needs a streaming predictor (a checkpoint or a streaming export)")
     if hasattr(loaded, "step"):
+        if len(specs) > 1:
+            raise EdgevidError(MULTI_STREAMING)
         horizon = loaded.meta.frames if options.horizon is None else options.horizon
         loaded.horizon = horizon or None
     if options.warmup:
         loaded.warmup(options.warmup)
-    display = Display(f"edgevid live: {loaded.meta.model}") if options.show else None
+    sources = _open_sources(specs, options)
+    title = f"edgevid live: {loaded.meta.model}"
+    displays: list[Display] = []
+    server = events = loop = None
     try:
-        if not isinstance(source, Source):
-            with _quiet_opencv():
-                source = open_source(source, width=options.width, height=options.height, fps=options.fps,
-                                     timeout_s=options.open_timeout)
-        loop = LiveLoop(loaded, source, options, display)
-        report = loop.report(loop.run())
+        if options.show:
+            displays = [Display(title if len(sources) == 1 else f"{title} [{i}]") for i in range(len(sources))]
+        from edgevid.runtime.events import EventHub
+
+        events = EventHub.from_options(options.events, options.webhook, [s.name for s in sources],
+                                       options.events_every, options.webhook_queue, options.webhook_timeout)
+        hub = None
+        if options.serve is not None:
+            from edgevid.runtime.serve import FrameHub, LiveServer
+            from edgevid.utils.console import console, err_console
+
+            hub = FrameHub(len(sources), _render, max_fps=options.serve_fps)
+        loop = LiveLoop(loaded, sources, options, displays, hub=hub, events=events, on_label=on_label)
+        if hub is not None:
+            server = LiveServer(options.serve, loop.status, hub, token=options.token, title=title,
+                                warn=lambda text: err_console.print(f"[yellow]warning:[/] {text}", highlight=False))
+            server.start()
+            loop.server_url = server.url
+            console.print(f"live view: {server.url}" + ("?token=..." if options.token else ""), highlight=False)
+        stop_reason = loop.run()
+        report = loop.report(stop_reason)
+        if events is not None:
+            events.close(stop_reason, report.failed,
+                         [{"stream": s["stream"], "source": s["source"], "frames": s["frames_captured"],
+                           "predictions": s["predictions"], "stop_reason": s["stop_reason"]} for s in report.streams])
+            report.events = events.stats()
+            events = None
     finally:
-        if display is not None:
+        if server is not None:
+            server.stop()
+        if events is not None:
+            events.close("error", True, [])
+        for display in displays:
             display.close()
+        if loop is None:  # the capture threads close what they read; before them, close what was opened here
+            for opened, spec in zip(sources, specs, strict=True):
+                if opened is not spec:
+                    opened.close()
     if options.report:
         report.write(options.report)
     return report
+
+
+def _render(bgr: np.ndarray, info: dict) -> np.ndarray:
+    """The web view's overlay: the same drawing as the output video (runs in the encoder thread)."""
+    return annotate(bgr, info.get("label"), info.get("fps"), info.get("model_ms"), info.get("e2e_ms"))

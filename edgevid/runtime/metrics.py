@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,15 +139,22 @@ class AcceleratorMemory:
 
 
 class MemoryMonitor:
-    """RSS at start, peak and end, plus the accelerator peak; sampled at most every ``interval_s``."""
+    """RSS at start, peak and end, plus the accelerator peak; sampled at most every ``interval_s``.
 
-    def __init__(self, device: str = "cpu", torch_allocator: bool = False, interval_s: float = 0.1) -> None:
+    ``history`` keeps ``(seconds since start, RSS MB)`` at most every ``history_every_s`` (the web view's chart),
+    bounded to the last ``history_len`` points.
+    """
+
+    def __init__(self, device: str = "cpu", torch_allocator: bool = False, interval_s: float = 0.1,
+                 history_every_s: float = 1.0, history_len: int = 600) -> None:
         self.interval_s = interval_s
         self.rss_start = rss_mb()
         self.rss_peak = self.rss_start
         self.rss_end = self.rss_start
         self.accelerator = AcceleratorMemory(device, torch_allocator)
-        self._last = time.perf_counter()
+        self._start = self._last = time.perf_counter()
+        self.history_every_s = history_every_s
+        self.history: deque[tuple[float, float]] = deque([(0.0, self.rss_start)], maxlen=history_len)
 
     def sample(self, force: bool = False) -> None:
         now = time.perf_counter()
@@ -156,6 +164,9 @@ class MemoryMonitor:
         self.rss_end = rss_mb()
         self.rss_peak = max(self.rss_peak, self.rss_end)
         self.accelerator.sample()
+        elapsed = now - self._start
+        if elapsed - self.history[-1][0] >= self.history_every_s:
+            self.history.append((round(elapsed, 2), round(self.rss_end, 2)))
 
     def summary(self) -> dict[str, Any]:
         return {"rss_start": self.rss_start, "rss_peak": self.rss_peak, "rss_end": self.rss_end,
@@ -167,7 +178,9 @@ class LiveReport:
     """What a live run did and how fast: the content of ``report.json``.
 
     Invariant: ``frames_processed + frames_dropped == frames_captured``. ``latency_ms.end_to_end`` runs from the
-    capture timestamp of the newest frame of a window to the moment its label is available.
+    capture timestamp of the newest frame of a window to the moment its label is available. With several sources
+    the top-level figures add up all streams and ``streams`` has one section per source (its frames, latency,
+    labels and stop reason); ``failed`` is true when a source was lost (reconnects exhausted) or stalled.
     """
 
     model: str
@@ -186,6 +199,11 @@ class LiveReport:
     stop_reason: str
     last_prediction: list[dict[str, Any]] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
+    failed: bool = False
+    streams: list[dict[str, Any]] = field(default_factory=list)
+    batches: dict[str, int] = field(default_factory=dict)
+    events: dict[str, Any] | None = None
+    serve: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -214,6 +232,22 @@ class LiveReport:
         accelerator = _fmt(mem.get("accelerator_peak"), ".0f")
         source = mem.get("accelerator_source") or "none"
         rows.append({"metric": "accelerator peak MB", "value": f"{accelerator} ({source})"})
+        if len(self.streams) > 1:
+            rows.append({"metric": "model batches (streams per call: calls)",
+                         "value": ", ".join(f"{k}: {v}" for k, v in sorted(self.batches.items()))})
+            for s in self.streams:
+                e2e = s["latency_ms"]["end_to_end"]
+                label = s["last_prediction"][0]["label"] if s["last_prediction"] else "-"
+                rows.append({"metric": f"stream {s['stream']}: {s['source']}",
+                             "value": f"{s['frames_captured']} / {s['frames_processed']} / {s['frames_dropped']} "
+                                      f"frames, {s['predictions']} pred, e2e p95 {_fmt(e2e.get('p95'), '.1f')} ms, "
+                                      f"{label}; {s['stop_reason']}"})
+        if self.events:
+            hook = self.events.get("webhook")
+            value = ", ".join(f"{k} {v}" for k, v in sorted(self.events.get("emitted", {}).items())) or "none"
+            if hook:
+                value += f"; webhook sent {hook['sent']}, failed {hook['failed']}, dropped {hook['dropped']}"
+            rows.append({"metric": "events", "value": value})
         return rows
 
 

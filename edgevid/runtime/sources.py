@@ -4,6 +4,10 @@ A source yields BGR uint8 frames (as OpenCV decodes them). :class:`LatestFrameGr
 thread, timestamps every frame at capture (``time.perf_counter``) and hands frames to the consumer through ONE
 slot: in ``drop`` mode a frame the consumer has not taken yet is overwritten (counted as dropped), so a slow model
 never makes frames queue up; in lossless mode the thread waits for the slot to be taken (every frame processed).
+
+:func:`open_source` takes what a user types after ``--source``: a camera index, a V4L2 device (``/dev/videoN``), a
+Jetson CSI camera (``csi://N``, an ``nvarguscamerasrc`` pipeline at the requested size and fps), a GStreamer pipeline
+ending in ``appsink`` (needs an OpenCV built with GStreamer), an RTSP/HTTP URL, a video file or an image folder.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -60,28 +65,51 @@ def _fps_of(capture, fallback: float) -> float:
 
 
 class CameraSource(Source):
-    """A local camera by index, with the requested resolution and fps and a one-frame driver buffer."""
+    """A local camera by index or V4L2 device path, with the requested resolution and fps and a one-frame driver
+    buffer. A failed read (camera unplugged) is :class:`SourceLost`: the grabber reopens it with backoff."""
 
     live = True
 
-    def __init__(self, index: int, width: int | None = None, height: int | None = None,
+    def __init__(self, index: int | str, width: int | None = None, height: int | None = None,
                  fps: float | None = None) -> None:
-        self.name = f"camera:{index}"
-        self.capture = cv2.VideoCapture(index)
-        if not self.capture.isOpened():
-            self.capture.release()
-            raise EdgevidError(f"camera {index}: cannot be opened (is it connected and not used by another program? "
+        self.device = index
+        self.name = f"camera:{index}" if isinstance(index, int) else str(index)
+        self.requested = (width, height, fps)
+        self.capture = self._open()
+        if self.capture is None:
+            what = f"camera {index}" if isinstance(index, int) else f"--source {index}"
+            raise EdgevidError(f"{what}: cannot be opened (is it connected and not used by another program? "
                                "try another --camera index, or --source for a file or URL)")
+        self.fps = _fps_of(self.capture, fps or DEFAULT_FPS)
+
+    def _open(self):
+        if isinstance(self.device, int):
+            capture = cv2.VideoCapture(self.device)
+        else:
+            capture = cv2.VideoCapture(self.device, cv2.CAP_V4L2)
+        if not capture.isOpened():
+            capture.release()
+            return None
+        width, height, fps = self.requested
         for prop, value in ((cv2.CAP_PROP_FRAME_WIDTH, width), (cv2.CAP_PROP_FRAME_HEIGHT, height),
                             (cv2.CAP_PROP_FPS, fps)):
             if value:
-                self.capture.set(prop, value)
-        self.capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
-        self.fps = _fps_of(self.capture, fps or DEFAULT_FPS)
+                capture.set(prop, value)
+        capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        return capture
 
     def read(self) -> np.ndarray | None:
         ok, frame = self.capture.read()
-        return frame if ok else None
+        if not ok:
+            raise SourceLost(f"{self.name}: camera stopped delivering frames")
+        return frame
+
+    def reconnect(self) -> None:
+        self.capture.release()
+        capture = self._open()
+        if capture is None:
+            raise SourceLost(f"{self.name}: cannot reopen the camera")
+        self.capture = capture
 
     def close(self) -> None:
         self.capture.release()
@@ -175,23 +203,138 @@ class ImageFolderSource(Source):
         return None
 
 
+GSTREAMER_HELP = (
+    "this OpenCV ({version}) was built without GStreamer (cv2.getBuildInformation() says GStreamer: NO; the pip "
+    "wheels never have it). Fix: use an OpenCV built with GStreamer, e.g. on a Jetson JetPack's system OpenCV "
+    "(`pip uninstall -y opencv-python-headless` in a venv made with `python3 -m venv --system-site-packages`), "
+    "or build OpenCV with -D WITH_GSTREAMER=ON"
+)
+CSI_DEFAULT = (1280, 720, 30.0)
+
+
+def gstreamer_available() -> bool:
+    """Whether this OpenCV can open GStreamer pipelines (its build information says ``GStreamer: YES``)."""
+    match = re.search(r"GStreamer:\s*(\S+)", cv2.getBuildInformation())
+    return bool(match) and match.group(1).upper() != "NO"
+
+
 def is_url(spec: str) -> bool:
     return re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", spec) is not None
 
 
+def is_gstreamer_pipeline(spec: str) -> bool:
+    """A ``gst-launch``-style pipeline: elements joined by ``!`` (``... ! appsink``)."""
+    return "!" in spec and not is_url(spec) and not Path(spec).exists()
+
+
+def _gst_fraction(fps: float) -> str:
+    fraction = Fraction(fps).limit_denominator(1001)
+    return f"{fraction.numerator}/{fraction.denominator}"
+
+
+def csi_pipeline(sensor_id: int, width: int | None = None, height: int | None = None, fps: float | None = None,
+                 flip_method: int = 0) -> str:
+    """The GStreamer pipeline of a Jetson CSI camera (``nvarguscamerasrc``) delivering BGR frames to OpenCV.
+
+    The ISP captures NV12 in NVMM (device) memory at the requested size and rate; ``nvvidconv`` copies it to
+    system memory as BGRx, ``videoconvert`` makes BGR, and the appsink keeps only the newest buffer.
+    """
+    width, height, fps = width or CSI_DEFAULT[0], height or CSI_DEFAULT[1], fps or CSI_DEFAULT[2]
+    return (f"nvarguscamerasrc sensor-id={sensor_id} ! "
+            f"video/x-raw(memory:NVMM), width=(int){width}, height=(int){height}, "
+            f"framerate=(fraction){_gst_fraction(fps)}, format=(string)NV12 ! "
+            f"nvvidconv flip-method={flip_method} ! video/x-raw, format=(string)BGRx ! "
+            "videoconvert ! video/x-raw, format=(string)BGR ! appsink drop=true max-buffers=1 sync=false")
+
+
+def parse_csi(spec: str, width: int | None = None, height: int | None = None, fps: float | None = None) -> str:
+    """``csi://N`` (optionally ``csi://N?flip=M``) -> the nvarguscamerasrc pipeline of sensor N."""
+    match = re.fullmatch(r"csi://(\d+)(?:\?flip=([0-7]))?", spec.strip())
+    if not match:
+        raise EdgevidError(f"--source {spec}: expected csi://N (N: sensor id, e.g. csi://0), optionally ?flip=0-7")
+    return csi_pipeline(int(match.group(1)), width, height, fps, int(match.group(2) or 0))
+
+
+class GStreamerSource(Source):
+    """A GStreamer pipeline ending in ``appsink``, opened with OpenCV's GStreamer backend.
+
+    Camera and network pipelines are live (a failed read reconnects with backoff); a pipeline reading a file
+    (``filesrc``) or with ``num-buffers`` ends when it runs out.
+    """
+
+    def __init__(self, pipeline: str, name: str | None = None, fps: float | None = None) -> None:
+        self.pipeline = pipeline.strip()
+        self.name = name or self.pipeline
+        if not re.search(r"\bappsink\b", self.pipeline):
+            raise EdgevidError(f"--source {self.name}: a GStreamer pipeline for OpenCV must end in appsink "
+                               "(... ! videoconvert ! video/x-raw, format=BGR ! appsink)")
+        if not gstreamer_available():
+            raise EdgevidError(f"--source {self.name}: a GStreamer pipeline needs OpenCV with GStreamer, but "
+                               + GSTREAMER_HELP.format(version=cv2.__version__))
+        self.live = not re.search(r"\bfilesrc\b|num-buffers=", self.pipeline)
+        self.capture = self._open()
+        if self.capture is None:
+            raise EdgevidError(f"--source {self.name}: GStreamer cannot start this pipeline (check the elements "
+                               "with gst-inspect-1.0 and try it with gst-launch-1.0, ending in fakesink)")
+        self.fps = _fps_of(self.capture, fps or DEFAULT_FPS)
+
+    def _open(self):
+        capture = cv2.VideoCapture(self.pipeline, cv2.CAP_GSTREAMER)
+        if capture.isOpened():
+            return capture
+        capture.release()
+        return None
+
+    def read(self) -> np.ndarray | None:
+        ok, frame = self.capture.read()
+        if ok:
+            return frame
+        if self.live:
+            raise SourceLost(f"{self.name}: pipeline stopped delivering frames")
+        return None
+
+    def reconnect(self) -> None:
+        self.capture.release()
+        capture = self._open()
+        if capture is None:
+            raise SourceLost(f"{self.name}: cannot restart the pipeline")
+        self.capture = capture
+
+    def close(self) -> None:
+        self.capture.release()
+
+
+V4L2_DEVICE = re.compile(r"^/dev/video\d+$")
+SOURCE_KINDS = ("camera index (0)", "/dev/videoN", "csi://N", "a GStreamer pipeline ending in appsink",
+                "rtsp:// or http(s):// URL", "video file", "image folder")
+
+
 def open_source(spec: str | int | Path, *, width: int | None = None, height: int | None = None,
                 fps: float | None = None, timeout_s: float = 5.0) -> Source:
-    """Open a camera index, a URL, an image folder or a video file. ``fps`` is requested from a camera and
-    assumed for an image folder."""
-    if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()):
+    """Open a camera index, a V4L2 device, ``csi://N``, a GStreamer pipeline, a URL, an image folder or a video
+    file. ``width``/``height``/``fps`` are requested from a camera (and CSI pipeline); ``fps`` is assumed for an
+    image folder."""
+    if isinstance(spec, int) or (isinstance(spec, str) and spec.strip().isdigit()):
         return CameraSource(int(spec), width, height, fps)
-    if isinstance(spec, str) and is_url(spec):
-        return StreamSource(spec, timeout_s)
+    if isinstance(spec, str):
+        text = spec.strip()
+        if text.lower().startswith("csi://"):
+            return GStreamerSource(parse_csi(text, width, height, fps), name=text, fps=fps)
+        if V4L2_DEVICE.match(text):
+            if not Path(text).exists():
+                raise EdgevidError(f"--source {text}: no such V4L2 device (is the camera connected? "
+                                   "`ls /dev/video*` lists the devices)")
+            return CameraSource(text, width, height, fps)
+        if is_gstreamer_pipeline(text):
+            return GStreamerSource(text, fps=fps)
+        if is_url(text):
+            return StreamSource(text, timeout_s)
     path = Path(spec)
     if path.is_dir():
         return ImageFolderSource(path, fps or DEFAULT_FPS)
     if not path.exists():
-        raise EdgevidError(f"{path}: no such video file, image folder or URL")
+        raise EdgevidError(f"{path}: no such video file, image folder or URL (a --source is one of: "
+                           f"{', '.join(SOURCE_KINDS)})")
     return VideoFileSource(path)
 
 
@@ -207,10 +350,14 @@ class LatestFrameGrabber:
     ``drop=False``: the thread waits until the consumer took the slot, so every frame is processed.
     ``pace_fps`` releases frames no faster than that rate (a file played as if it were a camera).
     ``max_frames`` ends the capture after that many frames. ``captured == taken + dropped`` once stopped.
+    ``notify`` (an Event shared by the grabbers of several streams) is set at every new frame and at the end, so
+    one consumer can wait for whichever stream delivers first. ``failed`` tells a lost source (reconnects
+    exhausted, a capture error) from one that ended.
     """
 
     def __init__(self, source: Source, drop: bool, pace_fps: float | None = None, max_frames: int | None = None,
-                 reconnect_attempts: int = 5, first_backoff_s: float = 0.5) -> None:
+                 reconnect_attempts: int = 5, first_backoff_s: float = 0.5,
+                 notify: threading.Event | None = None) -> None:
         self.source = source
         self.drop = drop
         self.pace_fps = pace_fps
@@ -223,6 +370,8 @@ class LatestFrameGrabber:
         self.first_capture: float | None = None
         self.last_capture: float | None = None
         self.end_reason: str | None = None
+        self.failed = False
+        self._notify = notify
         self._slot: Frame | None = None
         self._stopping = False
         self._cond = threading.Condition()
@@ -261,6 +410,7 @@ class LatestFrameGrabber:
 
     def _capture_loop(self) -> None:
         reason = "end of source"
+        failed = False
         start = time.perf_counter()
         try:
             while not self._stopping:
@@ -278,13 +428,16 @@ class LatestFrameGrabber:
                 if not self._put(Frame(image, self.captured, timestamp)):
                     break
         except SourceLost as exc:
-            reason = str(exc)
+            reason, failed = str(exc), True
         except Exception as exc:  # a decoder or driver failure ends the run with its reason in the report
-            reason = f"capture failed: {type(exc).__name__}: {exc}"
+            reason, failed = f"capture failed: {type(exc).__name__}: {exc}", True
         with self._cond:
             if self.end_reason is None:
+                self.failed = failed and not self._stopping
                 self.end_reason = "stopped" if self._stopping else reason
             self._cond.notify_all()
+        if self._notify is not None:
+            self._notify.set()
 
     def _put(self, frame: Frame) -> bool:
         with self._cond:
@@ -299,6 +452,8 @@ class LatestFrameGrabber:
             self.first_capture = self.first_capture or frame.timestamp
             self.last_capture = frame.timestamp
             self._cond.notify_all()
+        if self._notify is not None:
+            self._notify.set()
         return True
 
     def get(self, timeout: float) -> Frame | None:
