@@ -86,7 +86,7 @@ class X3DBlock(nn.Module):
     """1x1x1 conv, BN, ReLU -> 3x3x3 depthwise conv, BN, [SE], Swish -> 1x1x1 conv, BN -> + shortcut -> ReLU."""
 
     def __init__(self, cin: int, inner: int, cout: int, stride: int, se_width: int, causal: bool,
-                 drop_path: float) -> None:
+                 drop_path: float, shortcut_bn: bool = True) -> None:
         super().__init__()
         self.conv_a = nn.Conv3d(cin, inner, 1, bias=False)
         self.bn_a = nn.BatchNorm3d(inner)
@@ -98,8 +98,8 @@ class X3DBlock(nn.Module):
         self.bn_c = nn.BatchNorm3d(cout)
         self.shortcut = None
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv3d(cin, cout, 1, stride=(1, stride, stride), bias=False),
-                                          nn.BatchNorm3d(cout))
+            conv = nn.Conv3d(cin, cout, 1, stride=(1, stride, stride), bias=False)
+            self.shortcut = nn.Sequential(conv, nn.BatchNorm3d(cout)) if shortcut_bn else nn.Sequential(conv)
         self.drop_path = DropPath(drop_path)
         self.relu = nn.ReLU(inplace=True)
 
@@ -111,13 +111,14 @@ class X3DBlock(nn.Module):
         return self.relu(self.drop_path(out) + identity)
 
 
-def make_stage(cin: int, cout: int, depth: int, cfg: X3DConfig, causal: bool, drop_paths: list[float]) -> nn.Sequential:
+def make_stage(cin: int, cout: int, depth: int, cfg: X3DConfig, causal: bool, drop_paths: list[float],
+               same_width_shortcut_bn: bool = True) -> nn.Sequential:
     """``depth`` blocks; the first has spatial stride 2; SE on the 1st, 3rd, 5th... block."""
     inner = int(cfg.bottleneck_factor * cout)
     se_width = round_width(inner, cfg.se_ratio) if cfg.se_ratio else 0
     return nn.Sequential(*(
         X3DBlock(cin if i == 0 else cout, inner, cout, 2 if i == 0 else 1, se_width if i % 2 == 0 else 0, causal,
-                 drop_paths[i])
+                 drop_paths[i], shortcut_bn=same_width_shortcut_bn or cin != cout)
         for i in range(depth)
     ))
 
@@ -138,17 +139,21 @@ class X3DStem(nn.Module):
 
 
 class X3D(VideoModel):
-    """X3D network; time is kept at every layer (temporal stride 1), space is reduced 32x."""
+    """X3D network; time is kept at every layer (temporal stride 1), space is reduced 32x.
+
+    ``same_width_shortcut_bn=False`` leaves out the BN on the shortcut conv of a block that keeps its width (only
+    stage 1's first block, 24->24 with stride 2): pytorchvideo's X3D has none there, PySlowFast and MMAction2 do.
+    """
 
     def __init__(self, cfg: X3DConfig, num_classes: int = 400, head: str = "clip", causal: bool = False,
-                 drop_path: float = 0.0, dropout: float = 0.5) -> None:
+                 drop_path: float = 0.0, dropout: float = 0.5, same_width_shortcut_bn: bool = True) -> None:
         super().__init__()
         self.causal = causal
         self.stem = X3DStem(cfg.stem_width, cfg.stem_kernel_t, causal)
         rates = linear_drop_path_rates(drop_path, sum(cfg.depths))
         stages, cin, first = [], cfg.stem_width, 0
         for cout, depth in zip(cfg.widths, cfg.depths, strict=True):
-            stages.append(make_stage(cin, cout, depth, cfg, causal, rates[first:first + depth]))
+            stages.append(make_stage(cin, cout, depth, cfg, causal, rates[first:first + depth], same_width_shortcut_bn))
             cin, first = cout, first + depth
         self.stages = nn.Sequential(*stages)
         self.conv5 = nn.Sequential(nn.Conv3d(cin, cfg.conv5_width, 1, bias=False), nn.BatchNorm3d(cfg.conv5_width),
