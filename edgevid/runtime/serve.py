@@ -41,8 +41,8 @@ COOKIE = "edgevid_token"
 def parse_bind(spec: str) -> tuple[str, int]:
     """``PORT`` (localhost), ``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port)."""
     text = str(spec).strip()
-    match = re.fullmatch(r"(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[^:\s]+))?:?(?P<port>\d{1,5})", text)
-    if not match or (":" in text and not (match.group("v6") or match.group("host"))):
+    match = re.fullmatch(r"(?:(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[^:\s\[\]]+)):)?(?P<port>\d+)", text)
+    if not match:
         raise EdgevidError(f"--serve {spec}: expected [HOST:]PORT, e.g. 8080 (localhost only) or 0.0.0.0:8080")
     port = int(match.group("port"))
     if port > 65535:
