@@ -2,7 +2,7 @@
 
 Machine naming/info, the latency loop and Markdown tables live in the package (:mod:`edgevid.utils.machine`,
 :mod:`edgevid.utils.tables`; ``edgevid bench`` uses them too) and are re-exported here. Every benchmark writes
-under ``benchmarks/results/<machine>/`` where ``<machine>`` is :func:`machine_name` (e.g. ``cpu-2c-amd-epyc``), so
+under ``benchmarks/results/<machine>/`` where ``<machine>`` is :func:`machine_name` (e.g. ``cpu-2c-amd-epyc-avx2``), so
 results from different hardware never overwrite each other.
 """
 

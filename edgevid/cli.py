@@ -170,8 +170,8 @@ def export_cmd(
     artifact: str = typer.Argument(..., help="Checkpoint or run directory (or an .onnx file for openvino/trt)."),
     target: str = typer.Option("onnx", "--target", "-t", help="onnx, openvino or trt."),
     precision: str = typer.Option("fp32", "--precision", "-p",
-                                  help="fp32, fp16 or int8 (int8: a source quantized with `edgevid quantize`, or "
-                                       "--calib)."),
+                                  help="fp32, fp16, bf16 (openvino, on CPUs with BF16) or int8 (int8: a source "
+                                       "quantized with `edgevid quantize`, or --calib)."),
     calib: str | None = typer.Option(None, "--calib", help="int8 from a float source: calibration manifest "
                                                            "(`edgevid calib build`) to quantize with first."),
     out: str | None = typer.Option(None, "--out", "-o", help="Output file (default: beside the source)."),
@@ -181,7 +181,8 @@ def export_cmd(
     data: str | None = typer.Option(None, "--data", help="Video file or folder for the parity clips (default: "
                                                          "random normalised clips)."),
     tolerance: float | None = typer.Option(None, "--tolerance", help="Max |logit diff| against the source, as a "
-                                           "fraction of max(1, max |logit|) (default 1e-3 fp32, 5e-2 fp16)."),
+                                           "fraction of max(1, max |logit|) (default 1e-3 fp32, 5e-2 fp16, "
+                                           "6e-2 bf16, 0.25 int8)."),
     trt_version: int | None = typer.Option(None, "--trt-version", help="TensorRT major (10 or 11) the trtexec line "
                                            "targets when tensorrt is not installed here (default 10, JetPack 6)."),
     workspace_mb: int = typer.Option(1024, "--workspace-mb", help="TensorRT builder workspace limit (MiB)."),
@@ -210,7 +211,7 @@ def export_cmd(
 
 
 def _print_export(result) -> None:
-    columns = ["target", "precision", "path", "size_mb", "max_abs_diff", "top1_agreement"]
+    columns = ["target", "precision", "execution", "path", "size_mb", "max_abs_diff", "top1_agreement"]
     console.print(make_table([result.row()], columns, title=f"edgevid export ({result.meta.model})",
                              formats={"size_mb": ".2f", "max_abs_diff": ".2e", "top1_agreement": ".0%"}))
     for note in result.notes:
@@ -292,7 +293,8 @@ def bench_cmd(
     artifact: str = typer.Argument(..., help="Run directory or checkpoint (every format is produced from it); an "
                                              "exported .onnx/.xml/.engine is measured as it is."),
     targets: str = typer.Option("torch,onnx,openvino,trt", "--targets", help="Comma-separated targets."),
-    precisions: str = typer.Option("fp32,fp16,int8", "--precisions", help="Comma-separated precisions."),
+    precisions: str = typer.Option("fp32,fp16,bf16,int8", "--precisions",
+                                   help="Comma-separated precisions (bf16 rows say why where the CPU has no BF16)."),
     batch: str = typer.Option("1", "--batch", help="Comma-separated batch sizes, e.g. 1,4."),
     data: str | None = typer.Option(None, "--data", "-d", help="Dataset root: top-1 on its --split, and the INT8 "
                                                                "calibration set when the run has none."),

@@ -91,6 +91,9 @@ def test_openvino_int8_ir_loads_and_agrees_with_fp32(setup, tmp_path):
                       show_progress=False)
     predictor = load(result.path)
     assert predictor.backend == "openvino" and predictor.meta.precision == "int8"
+    # the quantized layers run in INT8, the rest in FP32 (never BF16/FP16 behind an int8 label) on every CPU
+    assert set(predictor.execution.replace("+", " ").split()) & {"i8", "u8"}, predictor.execution
+    assert "bf16" not in predictor.execution and "f16" not in predictor.execution
     assert (tmp_path / "m.int8.bin").is_file()
     valset = setup["valset"]
     fp32 = valset.scores(load(setup["run"]).predict)
@@ -222,13 +225,13 @@ def test_trt_check_wants_matmul_weights_per_output_channel(tmp_path, axis, ok):
 
 
 def test_openvino_int8_runs_the_convs_after_tsm_shifts_in_int8(tmp_path):
-    import openvino as ov
     import torch
 
     from edgevid.checkpoint import save_checkpoint
     from edgevid.compress import quant_openvino as qov
     from edgevid.meta import ArtifactMeta
     from edgevid.models import create_model
+    from edgevid.runtime.openvino_backend import compile_model
 
     torch.manual_seed(0)
     meta = ArtifactMeta(model="tsm_r18", classes=["a", "b", "c"], frames=4, size=32, sampling_stride=2,
@@ -240,12 +243,12 @@ def test_openvino_int8_runs_the_convs_after_tsm_shifts_in_int8(tmp_path):
     int8 = qov.quantize_openvino(fp32, clips)
     # the first conv of each of the 8 blocks gets the shift's FakeQuantize repeated at its input
     assert sum(op.get_friendly_name().endswith("/fq_in") for op in int8.get_ordered_ops()) >= 8
-    compiled = ov.Core().compile_model(int8, "CPU")
+    compiled = compile_model(int8, "int8")
     precisions = {op.get_friendly_name(): op.get_rt_info()["runtimePrecision"].astype(str)
                   for op in compiled.get_runtime_model().get_ordered_ops()
                   if op.get_rt_info()["layerType"].astype(str) == "Convolution"}
     assert len(precisions) == 20 and set(precisions.values()) <= {"u8", "i8"}, precisions
     batch = np.concatenate(clips)
-    expected = qov.compile_predict(fp32)(batch)
+    expected = qov.CompiledRun(fp32, "fp32")(batch)
     got = np.asarray(compiled(batch)[0])
     assert np.abs(got - expected).max() < 0.1 * np.abs(expected).max()

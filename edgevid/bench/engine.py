@@ -30,7 +30,7 @@ class BenchOptions:
     """The settings of one ``bench`` run (the ``edgevid bench`` flags)."""
 
     targets: tuple[str, ...] = TARGETS
-    precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
+    precisions: tuple[str, ...] = PRECISION_NAMES
     batches: tuple[int, ...] = (1,)
     data: Path | None = None
     split: str = "val"
@@ -237,6 +237,7 @@ def _measure_format(fmt: Format, plan: _Plan, opts: BenchOptions, gmacs: float |
         report(f"{fmt.key} batch {batch}")
         spec = WorkerSpec(artifact=str(path), device=device, threads=opts.threads, batch=batch, warmup=opts.warmup,
                           iters=opts.iters, max_seconds=opts.max_seconds, streaming=opts.streaming,
+                          precision=fmt.precision,
                           data=str(opts.data) if opts.data is not None and index == 0 else None, split=opts.split,
                           eval_workers=opts.eval_workers)
         measured = run_worker(spec, opts.timeout_s)

@@ -1,16 +1,16 @@
 """Producing the artifact of each benchmarked format from a checkpoint, through the export API.
 
-=========  ===========================  ==========================================  ===================================
-target     fp32                         fp16                                        int8
-=========  ===========================  ==========================================  ===================================
-torch      the checkpoint itself        unavailable (the torch backend runs FP32)   unavailable
-onnx       ``export(.., "onnx")``       ``export(.., "onnx", "fp16")``              ``export(.., "int8", calib=..)``
-openvino   ``export(.., "openvino")``   ``export(.., "openvino", "fp16")``          (``edgevid quantize`` inside)
-trt        ``export(.., "trt")``        ``export(.., "trt", "fp16")``               Q/DQ ONNX, then the engine
-=========  ===========================  ==========================================  ===================================
+Per target (``export`` is :func:`edgevid.export.export`):
+
+- torch: fp32 and bf16 (autocast) run the checkpoint itself; fp16 and int8 are unavailable.
+- onnx: ``export(.., "onnx", fp32|fp16)``; int8 ``export(.., "int8", calib=..)``; bf16 unavailable.
+- openvino: ``export(.., "openvino", fp32|fp16|bf16)``; int8 through ``edgevid quantize``.
+- trt: ``export(.., "trt", fp32|fp16)``; int8 from the Q/DQ ONNX, then the engine; bf16 unavailable.
+
+bf16 is unavailable (with the reason) where the CPU has no BF16 arithmetic (:mod:`edgevid.precision`).
 
 With ``streaming`` the streaming export (``export(.., streaming=True)``) is measured instead: torch and onnx in
-fp32, openvino in fp32/fp16, trt built from the streaming ONNX; INT8 streaming is unavailable.
+fp32 (torch also bf16), openvino in fp32/fp16/bf16, trt built from the streaming ONNX; INT8 streaming is unavailable.
 
 INT8 uses a calibration manifest: ``--calib``, else the run's own (``<run>/calibration.json``), else one built
 from ``--data`` with the compression API. Where TensorRT cannot be imported, its rows are ``unavailable`` and
@@ -24,9 +24,11 @@ from pathlib import Path
 
 from edgevid.errors import EdgevidError
 from edgevid.meta import ArtifactMeta
+from edgevid.precision import NO_BF16, cpu_has_bf16, describe_cpu
 
 TARGETS = ("torch", "onnx", "openvino", "trt")
 BACKEND_TARGETS = {"torch": "torch", "onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "trt"}
+TARGET_BACKENDS = {target: backend for backend, target in BACKEND_TARGETS.items()}
 SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "trt": ".engine"}
 RUN_CALIBRATION = "calibration.json"
 
@@ -81,16 +83,33 @@ class FormatBuilder:
     def build(self, fmt: Format) -> Path:
         """The artifact of ``fmt``; :class:`FormatUnavailable` when it cannot run here, any other error when
         producing it failed."""
+        if fmt.precision == "bf16":
+            self._check_bf16(fmt)
         if fmt.target == "torch":
-            if fmt.precision != "fp32":
-                raise FormatUnavailable("the torch backend runs checkpoints in FP32; FP16/INT8 run through the "
-                                        "onnx, openvino and trt targets")
+            if fmt.precision not in ("fp32", "bf16"):
+                raise FormatUnavailable("the torch backend runs checkpoints in FP32 or BF16 (autocast); FP16/INT8 "
+                                        "run through the onnx, openvino and trt targets")
             return self.checkpoint
         if self.streaming and fmt.precision == "int8":
             raise FormatUnavailable("INT8 is not available for streaming exports; benchmark INT8 without --streaming")
         if fmt.target == "trt":
             return self._tensorrt(fmt)
         return self._export(self.checkpoint, fmt, streaming=self.streaming)
+
+    @staticmethod
+    def _check_bf16(fmt: Format) -> None:
+        """:class:`FormatUnavailable` where ``fmt``'s backend or this machine has no BF16 arithmetic."""
+        backend = TARGET_BACKENDS[fmt.target]
+        if backend in NO_BF16:
+            raise FormatUnavailable(NO_BF16[backend])
+        if backend == "openvino":
+            from edgevid.runtime.openvino_backend import device_capabilities
+
+            if "BF16" not in device_capabilities("CPU"):
+                raise FormatUnavailable(f"OpenVINO CPU lists no BF16 (its capabilities: "
+                                        f"{', '.join(device_capabilities('CPU'))}; CPU features: {describe_cpu()})")
+        elif not cpu_has_bf16():
+            raise FormatUnavailable(f"this CPU has no BF16 arithmetic (AVX512_BF16 or AMX); detected: {describe_cpu()}")
 
     def _export(self, source: Path, fmt: Format, **options) -> Path:
         from edgevid.export import export

@@ -21,12 +21,12 @@ from edgevid.utils.tables import markdown_table
 
 STATUSES = ("ok", "export failed", "runtime failed", "unavailable")
 FORMAT_NAMES = {"torch": "PyTorch", "onnx": "ONNX Runtime", "openvino": "OpenVINO", "trt": "TensorRT"}
-TABLE_COLUMNS = ["format", "precision", "batch", "status", "size_mb", "top1", "p50_ms", "p95_ms", "p99_ms", "fps",
-                 "peak_rss_mb", "gmacs"]
+TABLE_COLUMNS = ["format", "precision", "execution", "batch", "status", "size_mb", "top1", "p50_ms", "p95_ms",
+                 "p99_ms", "fps", "peak_rss_mb", "gmacs"]
 TABLE_FORMATS = {"size_mb": ".2f", "top1": ".2f", "p50_ms": ".2f", "p95_ms": ".2f", "p99_ms": ".2f", "fps": ".1f",
                  "peak_rss_mb": ".0f", "gmacs": ".3f"}
 PLOT_COLORS = {"torch": "tab:red", "onnx": "tab:blue", "openvino": "tab:green", "trt": "tab:purple"}
-PLOT_MARKERS = {"fp32": "o", "fp16": "s", "int8": "^"}
+PLOT_MARKERS = {"fp32": "o", "fp16": "s", "bf16": "D", "int8": "^"}
 SCHEMA_VERSION = 1
 PLAIN_WIDTH = 170
 LONG_COMMAND = 600  # characters; streaming models list every state tensor in their trtexec shapes
@@ -44,6 +44,7 @@ class BenchRow:
     reason: str = ""
     artifact: str | None = None
     backend: str | None = None
+    execution: str | None = None
     size_mb: float | None = None
     top1: float | None = None
     p50_ms: float | None = None
@@ -129,6 +130,8 @@ class BenchResult:
             f"- source: `{self.source}`",
             f"- machine: `{info.get('machine')}` ({info.get('cpu_model')}, {info.get('cpu_cores')} cores, "
             f"{info.get('ram_gb')} GB RAM{extra})",
+            f"- CPU features (detected): {', '.join(info.get('cpu_features') or []) or 'none listed'}; ISA level "
+            f"{info.get('isa_level')}; `execution` is the precision each runtime reports it computed in",
             f"- os: {info.get('os')}, python {info.get('python')}; {versions}",
             f"- load average (1/5/15 min) at start: {info.get('load_avg_1_5_15')}; date {info.get('date')}",
             "- settings: " + ", ".join(f"{k}={v}" for k, v in self.settings.items()),

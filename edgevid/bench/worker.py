@@ -32,6 +32,7 @@ class WorkerSpec:
     iters: int = 100
     max_seconds: float = 10.0
     streaming: bool = False
+    precision: str | None = None
     data: str | None = None
     split: str = "val"
     eval_workers: int = 2
@@ -77,15 +78,16 @@ def measure(spec: WorkerSpec) -> dict[str, Any]:
     if spec.streaming:
         from edgevid.runtime.streaming import load_streaming
 
-        model = load_streaming(spec.artifact, device=spec.device, threads=spec.threads)
+        model = load_streaming(spec.artifact, device=spec.device, threads=spec.threads, precision=spec.precision)
     else:
         from edgevid.runtime import load
 
-        model = load(spec.artifact, device=spec.device, threads=spec.threads)
+        model = load(spec.artifact, device=spec.device, threads=spec.threads, precision=spec.precision)
     call, items = _timed_call(spec, model)
     stats = time_callable(call, warmup=spec.warmup, iters=spec.iters, max_seconds=spec.max_seconds)
     result: dict[str, Any] = {
         "backend": model.backend if hasattr(model, "backend") else type(model).__name__,
+        "execution": model.execution,
         "p50_ms": stats["p50"], "p95_ms": stats["p95"], "p99_ms": stats["p99"], "mean_ms": stats["mean"],
         "iters": stats["iters"], "fps": items * 1000.0 / stats["p50"],
         "peak_rss_mb": peak_rss_mb(), "rss_delta_mb": peak_rss_mb() - rss_before,
@@ -94,7 +96,7 @@ def measure(spec: WorkerSpec) -> dict[str, Any]:
         from edgevid.train import evaluate
 
         metrics = evaluate(spec.artifact, spec.data, split=spec.split, device=spec.device, threads=spec.threads,
-                           workers=spec.eval_workers)
+                           workers=spec.eval_workers, precision=spec.precision)
         result["top1"] = metrics["top1"]
     return result
 

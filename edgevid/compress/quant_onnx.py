@@ -28,20 +28,12 @@ import numpy as np
 
 from edgevid.compress.calibration import check_method
 from edgevid.errors import EdgevidError
+from edgevid.utils.machine import cpu_features
 
 if TYPE_CHECKING:
     import onnx
 
 QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-
-
-def cpu_has_vnni() -> bool:
-    """Whether this x86 CPU has the VNNI int8 dot-product instructions (AVX-512 VNNI or AVX-VNNI)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.exists():
-        return False
-    text = cpuinfo.read_text(errors="replace")
-    return "avx512_vnni" in text or "avx_vnni" in text
 
 
 def _is_x86() -> bool:
@@ -66,7 +58,7 @@ class OnnxQuantScheme:
             return cls(target, method, True, True, False, False)
         if target == "onnx":
             return cls(target, method, symmetric_activations, symmetric_activations,
-                       _is_x86() and not cpu_has_vnni(), True)
+                       _is_x86() and not cpu_features()["vnni"], True)
         raise EdgevidError(f"ONNX quantization scheme for target {target!r} is not defined (onnx or trt)")
 
     def to_dict(self) -> dict:

@@ -101,8 +101,10 @@ class _Accumulator:
 
 def evaluate(artifact: str | Path, data: str | Path, split: str = "val", views: tuple[int, int] = (1, 1),
              batch: int = 8, device: str = "cpu", workers: int = 2, strict: bool = False,
-             out: str | Path | None = None, threads: int | None = None) -> dict[str, Any]:
-    """Evaluate ``artifact`` on the ``split`` of the dataset at ``data``; returns the metrics dict.
+             out: str | Path | None = None, threads: int | None = None,
+             precision: str | None = None) -> dict[str, Any]:
+    """Evaluate ``artifact`` on the ``split`` of the dataset at ``data``, in ``precision`` (default: its own); returns
+    the metrics dict.
 
     With ``out``, writes ``eval.json`` and ``confusion.png`` there.
     """
@@ -110,7 +112,7 @@ def evaluate(artifact: str | Path, data: str | Path, split: str = "val", views: 
 
     if batch < 1:
         raise EdgevidError(f"--batch: expected a positive batch size, got {batch}")
-    predictor = load(artifact, device=device, threads=threads)
+    predictor = load(artifact, device=device, threads=threads, precision=precision)
     meta = predictor.meta
     if meta.head == "features":
         raise EdgevidError(f"{artifact}: a 'features' head artifact has no class scores to evaluate")
