@@ -14,6 +14,7 @@ import typer
 
 from edgevid import __version__
 from edgevid.errors import EdgevidError
+from edgevid.precision import describe_cpu
 from edgevid.utils.console import console, err_console, make_table
 
 app = typer.Typer(
@@ -104,6 +105,8 @@ def eval_cmd(
     device: str = typer.Option("cpu", "--device", help="Device to run on (cpu, cuda[:N], or an OpenVINO device: "
                                                        "CPU, GPU, NPU, AUTO)."),
     strict: bool = typer.Option(False, "--strict", help="Fail on an unreadable video instead of skipping it."),
+    precision: str | None = typer.Option(None, "--precision", "-p", help="Run in this precision (default: the "
+                                         "artifact's own; bf16 runs an FP32 checkpoint or IR in BF16)."),
     out: str = typer.Option(None, "--out", "-o", help="Output folder for eval.json and confusion.png (default: "
                                                       "none written)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of a table."),
@@ -119,7 +122,7 @@ def eval_cmd(
     from edgevid.train import evaluate, parse_views
 
     results = evaluate(artifact, data, split=split, views=parse_views(views), batch=batch, device=device,
-                       workers=workers, strict=strict, out=out)
+                       workers=workers, strict=strict, out=out, precision=precision)
     if as_json:
         print(json.dumps(results, indent=2))
         return
@@ -216,6 +219,9 @@ def _print_export(result) -> None:
                              formats={"size_mb": ".2f", "max_abs_diff": ".2e", "top1_agreement": ".0%"}))
     for note in result.notes:
         console.print(note, highlight=False)
+    if result.parity is not None:
+        console.print(f"parity checked on {result.parity.reference} vs the artifact computing in "
+                      f"{result.parity.execution}; CPU features (detected): {describe_cpu()}", highlight=False)
     if result.command:
         console.print("build and benchmark on the device with:")
         console.print(result.command, soft_wrap=True, highlight=False, markup=False)
@@ -393,6 +399,8 @@ def live_cmd(
                                                        "CPU, GPU, NPU, AUTO)."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads of each runtime (default: the "
                                                                "runtime's own)."),
+    precision: str | None = typer.Option(None, "--precision", "-p", help="Run in this precision (default: the "
+                                         "artifact's own; bf16 runs an FP32 checkpoint or IR in BF16)."),
     width: int | None = typer.Option(None, "--width", help="Camera: requested frame width."),
     height: int | None = typer.Option(None, "--height", help="Camera: requested frame height."),
     fps: float | None = typer.Option(None, "--fps", help="Camera: requested fps; image folder: its frame rate."),
@@ -423,7 +431,8 @@ def live_cmd(
     options = LiveOptions(realtime=realtime, every=every, topk=topk, smooth=smooth, alpha=alpha, votes=votes,
                           threshold=threshold, show=show, output=output, max_frames=max_frames, duration=duration,
                           report=report, log_every=log_every, streaming=streaming, horizon=horizon, device=device,
-                          threads=threads, width=width, height=height, fps=fps, serve=serve, token=token,
+                          threads=threads, precision=precision, width=width, height=height, fps=fps, serve=serve,
+                          token=token,
                           events=events, events_every=events_every, webhook=webhook, webhook_queue=webhook_queue,
                           reconnect_attempts=reconnect_attempts)
     result = run_live(model, camera if camera is not None else list(source), options)

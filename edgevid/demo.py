@@ -72,7 +72,8 @@ FULL = DemoConfig(recipe="x3d_xs", epochs=30, train_minutes=12.0, classes=8, vid
                   bench_iters=100, bench_seconds=5.0, live_frames_per_class=48, recipe_overrides=("train.ema=null",))
 QUICK = DemoConfig(recipe="tiny", epochs=1, train_minutes=None, classes=3, videos_per_class=4, val_per_class=2,
                    frames=16, size=64, calib_clips=6, quantize_targets=("openvino",), bench_targets=("openvino", "trt"),
-                   bench_precisions=("fp32", "bf16", "int8"), bench_iters=20, bench_seconds=0.5, live_frames_per_class=16)
+                   bench_precisions=("fp32", "bf16", "int8"), bench_iters=20, bench_seconds=0.5,
+                   live_frames_per_class=16)
 
 
 @dataclass

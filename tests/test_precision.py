@@ -117,3 +117,17 @@ def test_bf16_is_an_error_where_it_cannot_run(artifacts, monkeypatch, tmp_path):
         with pytest.raises(FormatUnavailable, match=reason):
             builder.build(Format(target, "bf16"))
     assert not (tmp_path / "bench").exists() or not any((tmp_path / "bench").iterdir())
+
+
+def test_live_reports_what_ran_and_the_cpu(artifacts, tmp_path):
+    from edgevid.data.synth import SynthConfig, render_video, write_video
+    from edgevid.runtime.live import LiveOptions, run_live
+
+    frames = render_video(SynthConfig().class_names[0], np.random.default_rng(0), 12, 32)
+    video = write_video(tmp_path / "clip.mp4", frames, fps=30)
+    report = run_live(artifacts["xml"], str(video), LiveOptions(report=str(tmp_path / "r.json")))
+    assert report.precision == "fp32" and report.execution == "f32"
+    assert report.cpu_features == [name for name, on in cpu_features().items() if on]
+    assert "fp32 ran as f32" in dict((r["metric"], r["value"]) for r in report.rows())["model"]
+    with pytest.raises(EdgevidError, match="ONNX Runtime's CPU provider has no BF16"):
+        run_live(artifacts["onnx"], str(video), LiveOptions(precision="bf16"))

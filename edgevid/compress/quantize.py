@@ -37,6 +37,7 @@ from edgevid.compress.accuracy import AccuracyGuardError, ValidationSet, onnx_ac
 from edgevid.compress.calibration import check_method, load_calibration
 from edgevid.errors import EdgevidError
 from edgevid.meta import ArtifactMeta, read_meta
+from edgevid.utils.machine import cpu_features
 
 TARGETS = ("openvino", "onnx", "trt")
 TARGET_PACKAGES = {"openvino": ("openvino", "nncf"), "onnx": ("onnx", "onnxruntime"), "trt": ("onnx", "onnxruntime")}
@@ -308,7 +309,8 @@ def quantize(artifact: str | Path, target: str, calib: str | Path, *, out: str |
                 "calib_clips": len(clips), "float_layers": outcome.float_layers,
                 "weighted_layers": outcome.weighted_layers, "fp32_top1": outcome.fp32_top1,
                 "int8_top1": outcome.int8_top1, "max_drop": max_drop if valset is not None else None,
-                "accuracy_guard": outcome.guard.get("method"), "source": str(source)}
+                "accuracy_guard": outcome.guard.get("method"), "source": str(source),
+                "cpu_features": [name for name, on in cpu_features().items() if on]}
         int8_meta = fp32_meta.replace(precision="int8", extra={**fp32_meta.extra, "quantization": info})
         _write_output(target, outcome, int8_meta, out)
         result = QuantizeResult(out, target, int8_meta, outcome.float_layers, outcome.weighted_layers, len(clips),

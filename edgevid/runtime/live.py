@@ -36,6 +36,7 @@ from edgevid.runtime.buffer import EveryK, FrameRing, source_stride
 from edgevid.runtime.metrics import LatencyStats, LiveReport, MemoryMonitor, log_line
 from edgevid.runtime.sources import Frame, LatestFrameGrabber, Source, open_source
 from edgevid.utils.atomic import atomic_path
+from edgevid.utils.machine import cpu_features
 
 SMOOTHING = ("ema", "vote", "none")
 NO_ACTION = "no action"
@@ -65,6 +66,7 @@ class LiveOptions:
     warmup: int = 2
     device: str = "cpu"
     threads: int | None = None
+    precision: str | None = None
     width: int | None = None
     height: int | None = None
     fps: float | None = None
@@ -392,10 +394,10 @@ def open_model(model: str | Path | Predictor, options: LiveOptions):
     if options.streaming or (not checkpoint and read_meta(model).streaming):
         from edgevid.runtime.streaming import load_streaming
 
-        return load_streaming(model, device=options.device, threads=options.threads)
+        return load_streaming(model, device=options.device, threads=options.threads, precision=options.precision)
     from edgevid.runtime import load
 
-    return load(model, device=options.device, threads=options.threads)
+    return load(model, device=options.device, threads=options.threads, precision=options.precision)
 
 
 def stream_output(path: str, index: int, streams: int) -> str:
@@ -483,6 +485,7 @@ class LiveLoop:
                  hub=None, events=None, on_label: Callable | None = None) -> None:
         self.model = model
         self.meta: ArtifactMeta = model.meta
+        self.execution: str = model.execution  # what the backend computes in, read back once
         self.options = options
         self.streaming = hasattr(model, "step")
         self.notify = threading.Event()
@@ -661,7 +664,8 @@ class LiveLoop:
         memory = self.memory.summary()
         memory["history"] = list(self.memory.history)
         return {"model": self.meta.model, "backend": getattr(self.model, "backend", "unknown"),
-                "precision": self.meta.precision, "mode": self.streams[0].runner.mode, "elapsed_s": elapsed,
+                "precision": self.model.precision, "execution": self.execution,
+                "mode": self.streams[0].runner.mode, "elapsed_s": elapsed,
                 "stop_reason": self.stop_reason, "latency_ms": {"model": self.model_latency.summary(),
                                                                 "end_to_end": self.e2e_latency.summary()},
                 "memory_mb": memory, "streams": [s.status(elapsed) for s in self.streams],
@@ -676,7 +680,8 @@ class LiveLoop:
         single = len(self.streams) == 1
         failed = any(s.failed for s in self.streams)
         return LiveReport(
-            model=self.meta.model, backend=getattr(self.model, "backend", "unknown"), precision=self.meta.precision,
+            model=self.meta.model, backend=getattr(self.model, "backend", "unknown"), precision=self.model.precision,
+            execution=self.execution, cpu_features=[name for name, on in cpu_features().items() if on],
             source=", ".join(s.source.name for s in self.streams), mode=first.runner.mode,
             frames_captured=totals["captured"], frames_processed=totals["processed"],
             frames_dropped=totals["dropped"], predictions=totals["predictions"], duration_s=elapsed,

@@ -186,6 +186,7 @@ class LiveReport:
     model: str
     backend: str
     precision: str
+    execution: str
     source: str
     mode: str
     frames_captured: int
@@ -201,6 +202,7 @@ class LiveReport:
     options: dict[str, Any] = field(default_factory=dict)
     failed: bool = False
     streams: list[dict[str, Any]] = field(default_factory=list)
+    cpu_features: list[str] = field(default_factory=list)
     batches: dict[str, int] = field(default_factory=dict)
     events: dict[str, Any] | None = None
     serve: dict[str, Any] | None = None
@@ -214,7 +216,8 @@ class LiveReport:
     def rows(self) -> list[dict[str, Any]]:
         """One row per figure, for the summary table."""
         rows: list[dict[str, Any]] = [
-            {"metric": "model", "value": f"{self.model} ({self.backend}, {self.precision}, {self.mode})"},
+            {"metric": "model", "value": f"{self.model} ({self.backend}, {self.precision} ran as {self.execution}, "
+                                         f"{self.mode})"},
             {"metric": "source", "value": self.source},
             {"metric": "stop reason", "value": self.stop_reason},
             {"metric": "frames captured / processed / dropped",

@@ -290,7 +290,7 @@ class OpenVINOStreamingPredictor(GraphStreamingPredictor):
     def execution(self) -> str:
         if not self._requests:
             self._compile(1)
-            self._batch = 0
+            self._batch = 1
         return execution_precision(self._requests[0].get_compiled_model())
 
     def _ring_slots(self) -> list[list[int]]:
