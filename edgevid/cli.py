@@ -58,14 +58,64 @@ def models_cmd(
     Example: edgevid models 'x3d_*' --classes 101
     """
     from edgevid.models.summary import zoo_summary
+    from edgevid.weights import outside_sources
 
     rows = zoo_summary(pattern, num_classes)
+    sources = outside_sources()
+    for row in rows:
+        row["imports_from"] = [f"{s['format']}:{s['source']}" for s in sources.get(row["family"], [])
+                               if s["model"] == row["name"]]
     if as_json:
         print(json.dumps(rows, indent=2))
         return
     columns = ["name", "family", "params_m", "gmacs", "input", "sampling_rate"]
     console.print(make_table(rows, columns, title=f"edgevid model zoo ({num_classes} classes)",
                              formats={"params_m": ".2f", "gmacs": ".3f"}))
+    pretrained = [{"model": row["name"], "family": row["family"], "imports from (--from source)": "; ".join(
+        row["imports_from"])} for row in rows if row["imports_from"]]
+    if pretrained:
+        console.print(make_table(pretrained, list(pretrained[0]),
+                                 title="pretrained weights: edgevid import FILE --model NAME"))
+        used = {s["format"]: s["where"] for family in sources.values() for s in family
+                if any(f"{s['format']}:{s['source']}" in row["imports_from"] for row in rows)}
+        for fmt, where in used.items():
+            console.print(f"  {fmt}: {where}", highlight=False, soft_wrap=True)
+
+
+# ----------------------------------------------------------------------------------------------------- import
+@app.command("import")
+def import_cmd(
+    source: str = typer.Argument(..., help="Checkpoint of another project (.pyth, .pth, .pt)."),
+    model: str = typer.Option(..., "--model", "-m", help="edgevid model to import into (see `edgevid models`), or "
+                                                         "the PyTorchVideo architecture (slow_r50, c2d_r50)."),
+    fmt: str | None = typer.Option(None, "--from", help="Source format: pytorchvideo, torchvision, tsm, mmaction2 "
+                                                        "(default: detected from the keys)."),
+    out: str | None = typer.Option(None, "--out", "-o", help="Output checkpoint (default: SOURCE.edgevid.pt)."),
+    classes: str | None = typer.Option(None, "--classes", help="Label file, one name a line, for the head's "
+                                                               "outputs (default: Kinetics-400 / ImageNet names "
+                                                               "for 400 / 1000 outputs)."),
+) -> None:
+    """Turn another project's checkpoint into an edgevid checkpoint.
+
+    PyTorchVideo (.pyth), torchvision, the TSM authors' and MMAction2
+    checkpoints; every tensor must map onto the model (else the unmapped keys
+    and shape mismatches are listed). Nothing in the file is executed.
+
+    Example: edgevid import X3D_XS.pyth --model x3d_xs --out x3d_xs_k400.pt
+    """
+    from edgevid.checkpoint import load_checkpoint
+    from edgevid.weights import import_checkpoint
+
+    path = import_checkpoint(source, model, fmt=fmt, out=out, classes=classes)
+    meta = load_checkpoint(path).meta
+    info = meta.extra["imported_from"]
+    console.print(f"wrote {path}: {meta.model} from a {info['format']} checkpoint, {meta.num_classes} classes "
+                  f"({', '.join(meta.classes[:3])}, ...), input {meta.frames}x{meta.size} every "
+                  f"{meta.sampling_stride} frames ({meta.extra['sampling']}), mean {meta.mean}", highlight=False)
+    if info["ignored"]:
+        console.print(f"ignored entries of the file: {', '.join(info['ignored'])}", highlight=False)
+    for note in info["notes"]:
+        console.print(f"note: {note}", highlight=False)
 
 
 # --- train / eval / predict
@@ -80,6 +130,8 @@ def train_cmd(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
     device: str = typer.Option("cpu", "--device", help="Device to run on (cpu or cuda[:N]; under torchrun one GPU "
                                                        "per process)."),
+    init: str = typer.Option(None, "--init", help="Start from this checkpoint's weights (e.g. from `edgevid "
+                                                  "import`); a new classifier when the classes differ."),
 ) -> None:
     """Train a model from a recipe YAML.
 
@@ -87,11 +139,11 @@ def train_cmd(
     directory; works under [bold]torchrun --nproc_per_node N -m edgevid train[/]
     too.
 
-    Example: edgevid train -r recipes/x3d_xs.yaml -d data/synth -o runs/x3d
+    Example: edgevid train -r recipes/x3d_xs_finetune.yaml --init x3d_xs_k400.pt -d my_videos
     """
     from edgevid.train import train
 
-    train(recipe, data, out=out, epochs=epochs, resume=resume, overrides=overrides or (), device=device)
+    train(recipe, data, out=out, epochs=epochs, resume=resume, overrides=overrides or (), device=device, init=init)
 
 
 @app.command("eval")

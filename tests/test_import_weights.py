@@ -21,6 +21,7 @@ from torch import nn
 
 from edgevid.checkpoint import load_checkpoint, load_model, save_checkpoint
 from edgevid.errors import EdgevidError
+from edgevid.export import export
 from edgevid.meta import ArtifactMeta
 from edgevid.models import create_model
 from edgevid.weights import detect_format, import_checkpoint, kinetics400_classes, outside_sources
@@ -316,3 +317,15 @@ def test_outside_sources_cover_the_families():
     table = outside_sources()
     assert {"x3d", "video_resnet", "tsm", "i3d", "slowfast"} <= set(table)
     assert any(row["format"] == "mmaction2" for row in table["x3d"])
+
+
+def test_imported_model_exports_with_parity(tmp_path):
+    x3d = pytorchvideo_models("x3d")
+    reference = randomize_bn(x3d.create_x3d(input_clip_length=4, input_crop_size=160, model_num_class=400,
+                                            head_activation=None))
+    torch.save({"model_state": reference.state_dict()}, tmp_path / "X3D_XS.pyth")
+    path = import_checkpoint(tmp_path / "X3D_XS.pyth", "x3d_xs")
+    for target in ("onnx", "openvino"):
+        result = export(path, target, "fp32", tmp_path / f"x3d.{'onnx' if target == 'onnx' else 'xml'}")
+        assert result.parity.max_abs_diff <= result.parity.limit and result.parity.top1_agreement == 1.0
+        assert result.meta.arch == {"same_width_shortcut_bn": False} and result.meta.classes[0] == "abseiling"

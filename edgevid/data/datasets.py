@@ -32,6 +32,8 @@ names. An empty class folder, a label outside the class list, or a list file nam
 from __future__ import annotations
 
 import csv
+import json
+import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -462,6 +464,61 @@ def build_dataset(root: str | Path, split: str, *, frames: int, size: int, sampl
     return ClipDataset(found.samples(class_names), class_names, layout=found.layout, source=found.source,
                        frames=frames, size=size, sampling_stride=sampling_stride, mean=mean, std=std, train=train,
                        augment=augment, sampling=sampling, views=views, strict=strict, cache_gb=cache_gb)
+
+
+# ------------------------------------------------------------------------------------------- mirror classes
+MIRROR_FILE = "mirror_classes.txt"
+_MIRROR_WORDS = (("left", "right"), ("clockwise", "anticlockwise"), ("clockwise", "counterclockwise"),
+                 ("cw", "ccw"))
+
+
+def dataset_mirror_classes(root: str | Path) -> list[tuple[str, str]] | None:
+    """Mirror-image class pairs (labels that swap under a horizontal flip) that a dataset declares, or None.
+
+    Read from ``mirror_classes.txt`` beside the data (one pair a line: two names separated by a comma, a tab or
+    `` / ``; ``#`` comments) or from ``synth.json`` (``edgevid data synth`` writes its pairs there).
+    """
+    root = Path(root)
+    folder = root.parent if root.is_file() else root
+    text_file, synth_file = folder / MIRROR_FILE, folder / "synth.json"
+    if text_file.is_file():
+        pairs = []
+        for number, line in enumerate(text_file.read_text(encoding="utf-8").splitlines(), 1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            parts = [p.strip() for p in re.split(r",|\t| / ", line) if p.strip()]
+            if len(parts) != 2:
+                raise EdgevidError(f"{text_file}:{number}: expected two class names (a mirror-image pair), "
+                                   f"got {line!r}")
+            pairs.append((parts[0], parts[1]))
+        return pairs
+    if synth_file.is_file():
+        try:
+            pairs = json.loads(synth_file.read_text(encoding="utf-8")).get("mirror_classes", [])
+        except (json.JSONDecodeError, AttributeError):
+            raise EdgevidError(f"{synth_file}: not valid synth metadata (JSON object)") from None
+        return [(str(a), str(b)) for a, b in pairs]
+    return None
+
+
+def _words(name: str) -> list[str]:
+    return [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w]
+
+
+def suggest_mirror_classes(classes: Sequence[str]) -> list[tuple[str, str]]:
+    """Class pairs whose names differ only by left/right, clockwise/anticlockwise (counterclockwise) or cw/ccw:
+    likely mirror images of each other (a suggestion to print; never applied by itself)."""
+    index = {tuple(_words(c)): c for c in classes}
+    pairs = []
+    for name in classes:
+        words = _words(name)
+        for a, b in _MIRROR_WORDS:
+            if a in words:
+                other = index.get(tuple(b if w == a else w for w in words))
+                if other is not None and other != name and (name, other) not in pairs:
+                    pairs.append((name, other))
+    return pairs
 
 
 # --------------------------------------------------------------------------------------------------- loader

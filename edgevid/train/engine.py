@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -28,11 +29,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from edgevid.checkpoint import Checkpoint, build_model, load_checkpoint, save_checkpoint
-from edgevid.data import build_dataset, build_loader, mix_batch
+from edgevid.data import AugmentConfig, build_dataset, build_loader, find_split, mix_batch
+from edgevid.data.datasets import dataset_mirror_classes, suggest_mirror_classes
 from edgevid.errors import EdgevidError
 from edgevid.meta import ArtifactMeta
 from edgevid.models import create_model
 from edgevid.train.distributed import DistContext, distributed_context
+from edgevid.train.finetune import apply_freeze, check_init_model, load_init_weights, set_frozen_eval
 from edgevid.train.optim import ModelEma, WarmupCosine, build_optimizer, scaled_lr
 from edgevid.train.plots import plot_curves
 from edgevid.train.recipe import Recipe, load_recipe, parse_recipe
@@ -143,6 +146,10 @@ class Trainer:
         seed_everything(cfg.seed + ctx.rank)
         checkpoint = load_checkpoint(run_dir / "last.pt") if resume else None
         self.start_from = start_from
+        self.init = None
+        if recipe.model.init and checkpoint is None and start_from is None:
+            self.init = load_checkpoint(recipe.model.init)
+            check_init_model(self.init, recipe.model.name, recipe.model.init)
         self.base_meta = checkpoint.meta if checkpoint else start_from.meta if start_from else None
         self._build_data(self.base_meta.classes if self.base_meta else None)
         self._build_model()
@@ -152,7 +159,8 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, recipe.optim, peak)
         self.scheduler = WarmupCosine(self.optimizer, peak, cfg.epochs * self.steps_per_epoch,
                                       round(recipe.optim.warmup_epochs * self.steps_per_epoch),
-                                      recipe.optim.schedule, recipe.optim.min_lr_ratio)
+                                      recipe.optim.schedule, recipe.optim.min_lr_ratio,
+                                      round(recipe.optim.head_warmup_epochs * self.steps_per_epoch))
         self.amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bf16" else torch.float16
         self.amp = cfg.amp and ctx.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
@@ -163,12 +171,28 @@ class Trainer:
         self.ddp = self._wrap_ddp()
 
     # -- construction
+    def _mirror_augment(self, classes: list[str]) -> AugmentConfig:
+        """The recipe's augmentation with the mirror-image class pairs of this dataset (see DataConfig)."""
+        data = self.recipe.data
+        if data.mirror_classes is not None:
+            declared, self.mirror_source = list(data.mirror_classes), "data.mirror_classes"
+        else:
+            found = dataset_mirror_classes(self.data_root)
+            declared = [p for p in found or [] if set(p) <= set(classes)]
+            self.mirror_source = "the dataset" if found is not None else "none declared"
+        pairs = list(dict.fromkeys([*data.augment.mirror_classes, *declared]))
+        self.mirror_pairs = pairs
+        known = {frozenset(p) for p in pairs}
+        self.mirror_suggestions = [p for p in suggest_mirror_classes(classes) if frozenset(p) not in known]
+        return dataclasses.replace(data.augment, mirror_classes=pairs)
+
     def _build_data(self, classes: list[str] | None) -> None:
         data, cfg, ctx = self.recipe.data, self.recipe.train, self.ctx
         common = dict(frames=data.frames, size=data.size, sampling_stride=data.sampling_stride, mean=data.mean,
                       std=data.std, sampling=data.sampling, strict=data.strict, cache_gb=data.cache_gb)
-        self.train_set = build_dataset(self.data_root, data.train_split, train=True, augment=data.augment,
-                                       classes=classes, **common)
+        names = classes if classes is not None else find_split(self.data_root, data.train_split).classes
+        self.train_set = build_dataset(self.data_root, data.train_split, train=True,
+                                       augment=self._mirror_augment(names), classes=classes, **common)
         self.classes = list(self.train_set.classes)
         val_set = build_dataset(self.data_root, data.val_split, train=False, classes=self.classes, **common)
         self.val_size = len(val_set)
@@ -189,9 +213,12 @@ class Trainer:
         else:
             try:
                 model = create_model(model_cfg.name, num_classes=len(self.classes), head=model_cfg.head,
-                                     **model_cfg.overrides)
+                                     **self.arch)
             except ValueError as exc:
                 raise EdgevidError(f"recipe model.overrides: {exc}") from None
+            if self.init is not None:
+                self.init_report = load_init_weights(model, self.init, self.classes, model_cfg.init)
+        self.trainable = apply_freeze(model, model_cfg.freeze)
         self.model = model.to(self.ctx.device)
         self.ema = ModelEma(self.model, self.recipe.train.ema) if self.recipe.train.ema else None
         if self.recipe.train.sync_bn and self.ctx.enabled:
@@ -206,13 +233,20 @@ class Trainer:
         device_ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
         return DistributedDataParallel(self.model, device_ids=device_ids)
 
+    @property
+    def arch(self) -> dict[str, Any]:
+        """Architecture overrides of a fresh model: an init checkpoint's (e.g. an import's), then the recipe's."""
+        return {**(self.init.meta.arch if self.init else {}), **self.recipe.model.overrides}
+
     def meta(self, **extra: Any) -> ArtifactMeta:
         data, base = self.recipe.data, self.base_meta
+        if self.init is not None:
+            extra = {"init": str(self.recipe.model.init), **extra}
         return ArtifactMeta(
             model=self.recipe.model.name, classes=self.classes, frames=data.frames, size=data.size,
             sampling_stride=data.sampling_stride, mean=data.mean, std=data.std,
             head=base.head if base else self.recipe.model.head, fps=data.fps,
-            arch=dict(base.arch if base else self.recipe.model.overrides),
+            arch=dict(base.arch if base else self.arch),
             extra={**(base.extra if base else {}), "recipe": self.recipe_name, "sampling": data.sampling, **extra},
         )
 
@@ -270,6 +304,7 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> tuple[dict[str, float], list[tuple[str, str]]]:
         cfg, ctx = self.recipe.train, self.ctx
         self.ddp.train()
+        set_frozen_eval(self.model, self.recipe.model.freeze)
         _set_loader_epoch(self.train_loader, epoch, cfg.seed)
         loss_sum, correct, seen = 0.0, 0, 0
         skipped: list[tuple[str, str]] = []
@@ -386,6 +421,22 @@ class Trainer:
             f"peak lr {self.scheduler.peak_lr:.2e}, {self.steps_per_epoch} steps/epoch -> {self.run_dir}",
             highlight=False,
         )
+        if self.recipe.data.augment.flip:
+            pairs = ", ".join("/".join(p) for p in self.mirror_pairs) or "none"
+            console.print(f"flip augmentation swaps the labels of mirror-image classes: {pairs} ({self.mirror_source})",
+                          highlight=False, markup=False)
+            if self.mirror_suggestions:
+                hint = ", ".join(f"[{a}, {b}]" for a, b in self.mirror_suggestions)
+                console.print(f"these class names look like mirror images: {hint}; if a flip turns one into the "
+                              f"other, declare them (data.mirror_classes=[{hint}] or a mirror_classes.txt beside the "
+                              "data), or set data.augment.flip=false", highlight=False, markup=False)
+        model_cfg, optim = self.recipe.model, self.recipe.optim
+        if self.init is not None:
+            console.print(f"fine-tuning from {model_cfg.init}: {self.init_report}", highlight=False, soft_wrap=True)
+        if model_cfg.freeze != "none" or optim.backbone_lr_mult != 1 or optim.head_warmup_epochs:
+            console.print(f"freeze {model_cfg.freeze} ({self.trainable:,} parameters train), backbone lr x"
+                          f"{optim.backbone_lr_mult:g}, head-only warm-up {optim.head_warmup_epochs:g} epochs",
+                          highlight=False)
 
 
 def _report_skipped(skipped: Iterable[tuple[str, str]]) -> None:
@@ -419,19 +470,28 @@ def _prepare_run(recipe: str | Path | Recipe | None, out: str | Path | None, epo
         name = str(load_checkpoint(run_dir / "last.pt").meta.extra.get("recipe", run_dir.name))
     else:
         raise EdgevidError("train needs --recipe (or --resume with --out of an earlier run)")
+    if parsed.model.init and not resume and (parsed.data.mean is None or parsed.data.std is None):
+        init_meta = load_checkpoint(parsed.model.init).meta  # the weights expect the normalisation they learnt with
+        parsed = dataclasses.replace(parsed, data=dataclasses.replace(
+            parsed.data, mean=parsed.data.mean or init_meta.mean, std=parsed.data.std or init_meta.std))
     return parsed.resolved(), name, run_dir or default_run_dir(name)
 
 
 def train(recipe: str | Path | Recipe | None, data: str | Path, out: str | Path | None = None,
           epochs: int | None = None, resume: bool = False, overrides: Sequence[str] = (), device: str = "cpu",
-          on_epoch_end: EpochCallback | None = None, start_from: Checkpoint | None = None) -> Path:
+          on_epoch_end: EpochCallback | None = None, start_from: Checkpoint | None = None,
+          init: str | Path | None = None) -> Path:
     """Train a model from a recipe on a video dataset; returns the run directory.
 
     Under ``torchrun`` every process calls this; rank 0 writes the run directory. ``on_epoch_end`` receives each
     epoch's metric row on rank 0 (raising from it stops training after that epoch's checkpoint is written).
     ``start_from`` fine-tunes a given checkpoint (its architecture, e.g. a pruned one, its weights, classes and
     metadata extras) with the recipe's data, optimiser and schedule instead of a freshly initialised model.
+    ``init`` (same as the recipe's ``model.init``) starts from a checkpoint's weights on the dataset's own classes:
+    a new classifier when they differ, everything else loaded (see :mod:`edgevid.train.finetune`).
     """
+    if init is not None:
+        overrides = [*overrides, f"model.init={init}"]
     data = Path(data)
     if not data.exists():
         raise EdgevidError(f"{data}: no such data directory")

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgevid.errors import EdgevidError
 from edgevid.train.recipe import OptimConfig
 
 
@@ -18,26 +19,45 @@ def scaled_lr(lr: float, effective_batch: int, base_batch: int) -> float:
 
 
 def build_optimizer(model: nn.Module, config: OptimConfig, lr: float) -> torch.optim.Optimizer:
-    """AdamW or SGD+momentum; biases and normalisation weights (1-D parameters) get no weight decay."""
-    decay, no_decay = [], []
-    for param in model.parameters():
+    """AdamW or SGD+momentum; biases and normalisation weights (1-D parameters) get no weight decay.
+
+    With ``config.backbone_lr_mult != 1`` or ``config.head_warmup_epochs > 0`` (fine-tuning), the parameters of
+    the classifier head (``head.*``) and of the rest (the backbone) go into separate groups; each group's
+    ``lr_scale`` (1 for the head, the multiplier for the backbone) scales the schedule's rate and ``backbone``
+    marks the groups that :class:`WarmupCosine` holds at 0 during the head warm-up. Frozen parameters are left out.
+    """
+    split = config.backbone_lr_mult != 1.0 or config.head_warmup_epochs > 0
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
         if param.requires_grad:
-            (no_decay if param.ndim <= 1 else decay).append(param)
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            backbone = split and not name.startswith("head.")
+            groups.setdefault((backbone, param.ndim <= 1), []).append(param)
+    param_groups = []
+    for backbone in ((False, True) if split else (False,)):
+        for no_decay in (False, True):
+            params = groups.get((backbone, no_decay), [])
+            if params or not split:  # without a split: always the two groups (decay, no decay)
+                param_groups.append({"params": params, "weight_decay": 0.0 if no_decay else config.weight_decay,
+                                     "lr_scale": config.backbone_lr_mult if backbone else 1.0,
+                                     "backbone": backbone})
+    if not any(g["params"] for g in param_groups):
+        raise EdgevidError("no trainable parameters (everything is frozen)")
     if config.name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=config.nesterov and
+        return torch.optim.SGD(param_groups, lr=lr, momentum=config.momentum, nesterov=config.nesterov and
                                config.momentum > 0)
-    return torch.optim.AdamW(groups, lr=lr)
+    return torch.optim.AdamW(param_groups, lr=lr)
 
 
 class WarmupCosine:
     """Per-step LR: linear warmup from 0 to the peak over ``warmup_steps``, then cosine (or constant) down to
     ``min_lr_ratio`` x peak at ``total_steps``. Its state is only the step count, so a resumed run that plans the
-    same number of steps follows the same curve."""
+    same number of steps follows the same curve. Each parameter group's rate is scaled by its ``lr_scale``; groups
+    marked ``backbone`` stay at 0 for the first ``head_warmup_steps`` (only the new head trains)."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, peak_lr: float, total_steps: int, warmup_steps: int,
-                 schedule: str = "cosine", min_lr_ratio: float = 0.0) -> None:
+                 schedule: str = "cosine", min_lr_ratio: float = 0.0, head_warmup_steps: int = 0) -> None:
         self.optimizer = optimizer
+        self.head_warmup_steps = head_warmup_steps
         self.peak_lr = peak_lr
         self.total_steps = max(total_steps, 1)
         self.warmup_steps = min(warmup_steps, self.total_steps)
@@ -59,11 +79,14 @@ class WarmupCosine:
 
     @property
     def lr(self) -> float:
+        """The current rate of the head's (first) parameter group."""
         return self.optimizer.param_groups[0]["lr"]
 
     def _apply(self) -> None:
+        lr = self.lr_at(self.step_count)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr_at(self.step_count)
+            held = group.get("backbone", False) and self.step_count < self.head_warmup_steps
+            group["lr"] = 0.0 if held else lr * group.get("lr_scale", 1.0)
 
     def step(self) -> None:
         self.step_count += 1

@@ -29,11 +29,19 @@ def _bounded(default: Any, **bounds: float) -> Any:
 
 @dataclass
 class ModelConfig:
-    """Which zoo model to train: ``create_model(name, head=head, **overrides)``."""
+    """Which zoo model to train: ``create_model(name, head=head, **overrides)``.
+
+    ``init``: start from the weights of an edgevid checkpoint (one written by ``edgevid import`` too); when the
+    dataset's classes differ from the checkpoint's, the classifier is replaced (fresh, one output per class) and
+    everything else is loaded. ``freeze``: ``none``; ``bn`` keeps every BatchNorm's statistics and affine
+    parameters fixed (small batches); ``backbone`` trains only the classifier (linear probing).
+    """
 
     name: str
     head: Literal["clip", "frame", "dense"] = "clip"
     overrides: dict[str, Any] = field(default_factory=dict)
+    init: str | None = None
+    freeze: Literal["none", "bn", "backbone"] = "none"
 
 
 @dataclass
@@ -42,6 +50,10 @@ class DataConfig:
 
     ``cache_gb``: keep decoded videos in memory up to this many GiB per process (each loader worker has its own),
     so a small dataset is decoded once rather than every epoch; 0 decodes every clip.
+
+    ``mirror_classes``: class pairs whose labels swap when the flip augmentation mirrors a clip (e.g. swipe_left /
+    swipe_right). ``None`` takes the dataset's own (``mirror_classes.txt`` beside the data, or ``synth.json``);
+    ``[]`` declares none. Recipes stay dataset-independent: they never name classes.
     """
 
     frames: int | None = _bounded(None, ge=1)
@@ -56,12 +68,14 @@ class DataConfig:
     strict: bool = False
     cache_gb: float = _bounded(0.0, ge=0)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    mirror_classes: list[tuple[str, str]] | None = None
 
 
 @dataclass
 class OptimConfig:
     """Optimiser and schedule. ``lr`` is the rate for ``base_batch`` clips; it is scaled linearly with the
-    effective batch (batch_size x accum_steps x processes)."""
+    effective batch (batch_size x accum_steps x processes). Fine-tuning: ``backbone_lr_mult`` scales the rate of
+    everything but the classifier head; ``head_warmup_epochs`` trains only the head for that long first."""
 
     name: Literal["adamw", "sgd"] = "adamw"
     lr: float = _bounded(1e-3, gt=0)
@@ -72,6 +86,8 @@ class OptimConfig:
     warmup_epochs: float = _bounded(1.0, ge=0)
     schedule: Literal["cosine", "constant"] = "cosine"
     min_lr_ratio: float = _bounded(0.0, ge=0, le=1)
+    backbone_lr_mult: float = _bounded(1.0, ge=0)
+    head_warmup_epochs: float = _bounded(0.0, ge=0)
 
 
 @dataclass
