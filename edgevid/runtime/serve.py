@@ -8,17 +8,20 @@
   (``prometheus-client``).
 
 The live loop only hands over a reference to each frame it processed (:meth:`FrameHub.publish`, one slot per
-stream, microseconds); drawing and JPEG encoding run in the hub's own thread, only while a viewer is attached,
-at most ``max_fps`` per stream, and every viewer gets the newest JPEG when it is ready for one: a slow viewer
-skips frames (counted) and never holds up the loop or the other viewers. With ``token`` set, every request needs
-it (``?token=``, ``Authorization: Bearer``, or the cookie the page sets): 401 without it, 403 with a wrong one.
+stream, microseconds); drawing and JPEG encoding run in the hub's own thread (at a lower CPU priority than the
+loop), only while a viewer is attached, at most ``max_fps`` per stream, and every viewer gets the newest JPEG
+when it is ready for one: a slow viewer skips frames (counted) and never holds up the loop or the other viewers.
+With ``token`` set, every request needs it (``?token=``, ``Authorization: Bearer``, or the cookie the page sets):
+401 without it, 403 with a wrong one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import html
 import json
+import os
 import re
 import threading
 import time
@@ -36,6 +39,7 @@ from edgevid.errors import EdgevidError
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 BOUNDARY = "edgevidframe"
 COOKIE = "edgevid_token"
+ENCODER_NICE = 10
 
 
 def parse_bind(spec: str) -> tuple[str, int]:
@@ -93,6 +97,9 @@ class FrameHub:
             self._wake.set()
 
     def _run(self) -> None:
+        # below the loop's priority: on a busy edge CPU the inference path gets the cores first (Linux: per thread)
+        with contextlib.suppress(AttributeError, OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), ENCODER_NICE)
         while not self._stopping:
             self._wake.wait(0.2)
             self._wake.clear()
