@@ -466,6 +466,7 @@ def live_cmd(
     webhook: str | None = typer.Option(None, "--webhook", help="POST every event as JSON to this URL (never "
                                                                "blocks the loop; a full queue drops events)."),
     webhook_queue: int = typer.Option(64, "--webhook-queue", help="Events the webhook queue holds."),
+    serve_fps: float = typer.Option(15.0, "--serve-fps", help="Web view: most JPEG frames per second per stream."),
     reconnect_attempts: int = typer.Option(5, "--reconnect-attempts", min=0, help="Reopen a lost camera or stream "
                                            "this many times (backoff 0.5 s doubling to 8 s), then exit with code 1."),
 ) -> None:
@@ -486,7 +487,7 @@ def live_cmd(
                           threads=threads, precision=precision, width=width, height=height, fps=fps, serve=serve,
                           token=token,
                           events=events, events_every=events_every, webhook=webhook, webhook_queue=webhook_queue,
-                          reconnect_attempts=reconnect_attempts)
+                          reconnect_attempts=reconnect_attempts, serve_fps=serve_fps)
     result = run_live(model, camera if camera is not None else list(source), options)
     console.print(make_table(result.rows(), ["metric", "value"], title=f"edgevid live: {result.model}"))
     outputs = [s["output"] for s in result.streams if s.get("output")] or ([output] if output else [])
