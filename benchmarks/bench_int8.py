@@ -30,6 +30,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from benchmarks.bench_training import ensure_data
 from benchmarks.common import machine_info, merged_rows, stamp, write_results
 from edgevid.compress.accuracy import ValidationSet, ort_predict
@@ -40,12 +42,14 @@ from edgevid.export import export
 from edgevid.meta import read_meta
 from edgevid.models import count_macs, create_model
 from edgevid.runtime import load
+from edgevid.runtime.openvino_backend import device_capabilities
 from edgevid.train import train
 from edgevid.utils.console import console, make_table
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ("x3d_xs", "tsm_r18", "r2plus1d_18")
-COLUMNS = ["model", "backend", "precision", "size_mb", "top1", "drop", "p50_ms", "p95_ms", "speedup", "float_layers"]
+COLUMNS = ["model", "backend", "precision", "execution", "size_mb", "top1", "drop", "max_logit_diff", "p50_ms",
+           "p95_ms", "speedup", "vs_bf16", "float_layers"]
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,26 +94,38 @@ def bench_model(recipe: str, run: Path, data: Path, valset: ValidationSet, calib
         ("onnxruntime", "int8"): results["onnx"].path,
         ("openvino", "fp32"): export(run, "openvino", out=work / f"{recipe}.xml", threads=threads).path,
         ("openvino", "int8"): results["openvino"].path,
-        (TRT_BACKEND, "int8"): results["trt"].path,
     }
+    if "BF16" in device_capabilities("CPU"):
+        artifacts[("openvino", "bf16")] = export(run, "openvino", "bf16", out=work / f"{recipe}.bf16.xml",
+                                                 threads=threads).path
+    artifacts[(TRT_BACKEND, "int8")] = results["trt"].path
     floats = {"onnxruntime": results["onnx"], "openvino": results["openvino"], TRT_BACKEND: results["trt"]}
-    predictions = {key: valset.scores(load(path, threads=threads).predict).argmax(1) for key, path in artifacts.items()}
+    scores = {key: valset.scores(load(path, threads=threads).predict) for key, path in artifacts.items()}
+    predictions = {key: value.argmax(1) for key, value in scores.items()}
     model = create_model(meta.model, num_classes=meta.num_classes, **meta.arch)
     common = {"recipe": recipe, "model": meta.model, "input": f"{meta.frames}x{meta.size}",
               "gmacs": count_macs(model, meta.frames, meta.size) / 1e9}
     entries = []
     for (backend, precision), path in artifacts.items():
-        reference = predictions[("openvino" if backend == "openvino" else "onnxruntime", "fp32")]
+        fp32_key = ("openvino" if backend == "openvino" else "onnxruntime", "fp32")
+        reference = predictions[fp32_key]
         top1 = float(100.0 * (predictions[(backend, precision)] == valset.labels).mean())
         row = {**common, "backend": backend, "top1": top1,
                "drop": float(100.0 * (reference == valset.labels).mean()) - top1,
-               "agreement": float((predictions[(backend, precision)] == reference).mean())}
+               "agreement": float((predictions[(backend, precision)] == reference).mean()),
+               "max_logit_diff": float(np.abs(scores[(backend, precision)] - scores[fp32_key]).max()),
+               "execution": load(path, threads=threads).execution}
         if precision == "int8":
             row["float_layers"] = len(floats[backend].float_layers)
         entries.append((row, path))
-    timed = benchmark_artifacts(entries[:4], valset=valset, iters=iters, threads=threads)
-    untimed = benchmark_artifacts(entries[4:], valset=valset, iters=0, threads=threads)
-    return add_speedups(timed, {"precision": "fp32"}) + untimed
+    timed = benchmark_artifacts(entries[:-1], valset=valset, iters=iters, threads=threads)
+    untimed = benchmark_artifacts(entries[-1:], valset=valset, iters=0, threads=threads)
+    rows = add_speedups(timed, {"precision": "fp32"}) + untimed
+    bf16 = next((r for r in rows if r["backend"] == "openvino" and r["precision"] == "bf16"), None)
+    for row in rows:
+        if bf16 and row["backend"] == "openvino" and row["precision"] == "int8" and row.get("p50_ms"):
+            row["vs_bf16"] = bf16["p50_ms"] / row["p50_ms"]
+    return rows
 
 
 def calibration_sweep(recipe: str, run: Path, data: Path, valset: ValidationSet, sizes: list[int], work: Path,
@@ -154,8 +170,7 @@ def main() -> None:
             calib = manifest_for(run, data, args.num, ROOT / "calibration" / f"synth_{recipe}.json")
             model_rows = bench_model(recipe, run, data, valset, calib, work, max_drop=args.max_drop,
                                      iters=args.iters, threads=args.threads)
-            print_report(model_rows, f"{recipe}: FP32 vs INT8", ["backend", "precision", "size_mb", "top1", "drop",
-                                                                 "p50_ms", "p95_ms", "speedup", "float_layers"])
+            print_report(model_rows, f"{recipe}: FP32 vs BF16 vs INT8", COLUMNS[1:])
             rows += stamp(model_rows)
             if recipe == args.sweep_recipe and args.sweep:
                 sweep = calibration_sweep(recipe, run, data, valset, args.sweep, work, args.threads)
@@ -166,7 +181,10 @@ def main() -> None:
         f"Data: `{data}` (edgevid data synth defaults: 8 classes, 480 train / 120 val videos). Models: the runs in "
         f"`{args.runs}` trained with the shipped recipes. Calibration: {args.num} clips from the training split "
         f"(class-stratified manifests in `calibration/`); {guard}. "
-        "top1: val split, centre clip; drop: FP32 top-1 minus this row's (points). float_layers: weighted layers left "
+        "top1: val split, centre clip; drop: FP32 top-1 minus this row's (points); max_logit_diff: largest |logit "
+        "difference| against FP32 on the same backend over the val clips; execution: what the runtime computed in "
+        "(OpenVINO: read back from the compiled model); vs_bf16: OpenVINO BF16 p50 / INT8 p50 (where the CPU has "
+        "BF16). float_layers: weighted layers left "
         "in float (by the guard, or by NNCF's own scheme). Latency: batch 1, p50/p95 over interleaved rounds of "
         "FP32 and INT8 in the same run; "
         "speedup = FP32 p50 / INT8 p50 on the same backend. The TensorRT row is the symmetric Q/DQ ONNX run in ONNX "

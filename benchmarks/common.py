@@ -108,6 +108,7 @@ def write_results(name: str, rows: Sequence[dict[str, Any]], info: dict[str, Any
         "",
         f"- machine: `{info.get('machine')}` ({info.get('cpu_model')}, {info.get('cpu_cores')} cores, "
         f"{info.get('ram_gb')} GB RAM{', GPU ' + info['gpu'] if info.get('gpu') else ''})",
+        f"- CPU features (detected): {', '.join(info.get('cpu_features') or []) or 'not recorded'}",
         f"- os: {info.get('os')}, python {info.get('python')}",
         f"- versions: {versions}",
         f"- load average (1/5/15 min) at start: {info.get('load_avg_1_5_15')}",

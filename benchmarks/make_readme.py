@@ -11,6 +11,7 @@ their machine's section. Usage::
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -93,6 +94,13 @@ STUDIES: dict[str, tuple[str, str, str]] = {
         "between frame 500 and frame 5000.",
         ".venv/bin/python -m benchmarks.bench_live [--seconds 20] [--memory-frames 5000]",
     ),
+    "live_serve": (
+        "Live web view: what an open page costs",
+        "`edgevid live --serve` on a synthetic 30 fps camera (tiny3d and X3D-XS, OpenVINO FP32) while a viewer "
+        "alternates between attached (reading the MJPEG stream, polling `/status`) and detached, in the same run. "
+        "Target: end-to-end latency p95 with the page open at most 1 ms above p95 without.",
+        ".venv/bin/python -m benchmarks.bench_live_serve [--seconds 40] [--phase 2] [--threads 1]",
+    ),
     "formats": (
         "Every format of the demo model (`edgevid bench`)",
         "`edgevid bench` on the X3D-XS trained by `make demo`: every target x precision at batch 1 and 4, with "
@@ -105,8 +113,10 @@ STUDIES: dict[str, tuple[str, str, str]] = {
 INTRO = """# Benchmarks
 
 Every study is one script in this folder. Each writes its results under `benchmarks/results/<machine>/`, where
-`<machine>` names the hardware (`cpu-<cores>c-<short cpu model>`, from `edgevid.utils.machine.machine_name()`),
-so results from different devices never overwrite each other: JSON (the raw rows and the machine info: CPU model,
+`<machine>` names the hardware (`cpu-<cores>c-<short cpu model>-<ISA level>`, from
+`edgevid.utils.machine.machine_name()`; the ISA level, detected from `/proc/cpuinfo`, tells apart CPUs that report
+the same model name: `avx2`, `avx512`, `avx512-vnni`, `avx512-bf16`, `amx`), so results from different devices never
+overwrite each other: JSON (the raw rows and the machine info: CPU model,
 cores, RAM, OS, library versions, load average), a Markdown table, and PNG plots where useful. Run the scripts from
 the repository root; this page is regenerated from the results with `.venv/bin/python -m benchmarks.make_readme`.
 
@@ -170,11 +180,37 @@ def machine_section(machine_dir: Path, readme_dir: Path) -> str:
     return "\n\n".join(parts)
 
 
+def side_by_side(machines: list[Path]) -> str | None:
+    """The backends study of every machine in one table: batch-1 p50 (ms) and speed-up over torch eager FP32 per
+    model x backend x precision, a column per machine ("-": not measured or unavailable there)."""
+    measured: dict[str, dict[tuple[str, str, str], dict]] = {}
+    for machine in machines:
+        path = machine / "backends.json"
+        if path.is_file():
+            rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
+            measured[machine.name] = {(r["model"], r["backend"], r["precision"]): r for r in rows if r.get("p50_ms")}
+    if len(measured) < 2:
+        return None
+    keys = list(dict.fromkeys(k for rows in measured.values() for k in rows))
+    names = list(measured)
+    lines = ["## Machines side by side: backends (batch-1 p50 ms, and x torch eager FP32 in the same run)", "",
+             "| model | backend | precision | " + " | ".join(f"`{n}`" for n in names) + " |",
+             "|---|---|---|" + "---|" * len(names)]
+    for key in keys:
+        cells = []
+        for name in names:
+            row = measured[name].get(key)
+            cells.append(f"{row['p50_ms']:.1f} ({row['speedup_vs_torch']:.2f}x)" if row else "-")
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def render(results: Path, readme_dir: Path) -> str:
-    """The whole README for every machine folder under ``results``."""
+    """The whole README for every machine folder under ``results``: the machines side by side, then each one."""
     machines = sorted(d for d in results.iterdir() if d.is_dir()) if results.is_dir() else []
     sections = [machine_section(d, readme_dir) for d in machines] or ["No results yet: run the scripts above."]
-    return "\n\n".join([INTRO.strip(), *sections]) + "\n"
+    table = side_by_side(machines)
+    return "\n\n".join([INTRO.strip(), *([table] if table else []), *sections]) + "\n"
 
 
 def main(results: Path = RESULTS, out: Path = README) -> Path:

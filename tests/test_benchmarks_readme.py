@@ -59,3 +59,25 @@ def test_empty_results_folder(tmp_path: Path) -> None:
     text = _make_readme().render(tmp_path / "missing", tmp_path)
     assert text.startswith("# Benchmarks")
     assert "No results yet" in text
+
+
+def test_machines_side_by_side_from_their_backends_results(tmp_path: Path) -> None:
+    import json
+
+    make_readme = _make_readme()
+    for name, p50 in (("cpu-2c-epyc-avx2", 16.0), ("cpu-2c-xeon-amx", 8.0)):
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = [{"model": "x3d_xs", "backend": "openvino", "precision": "fp32", "p50_ms": p50,
+                 "speedup_vs_torch": 40 / p50}]
+        if name.endswith("amx"):
+            rows.append({"model": "x3d_xs", "backend": "openvino", "precision": "bf16", "p50_ms": 5.0,
+                         "speedup_vs_torch": 8.0})
+            rows.append({"model": "x3d_xs", "backend": "onnxruntime", "precision": "bf16", "reason": "no kernels"})
+        (folder / "backends.json").write_text(json.dumps({"info": {}, "rows": rows}))
+    table = make_readme.side_by_side(sorted(tmp_path.iterdir())).splitlines()
+    assert table[2] == "| model | backend | precision | `cpu-2c-epyc-avx2` | `cpu-2c-xeon-amx` |"
+    assert "| x3d_xs | openvino | fp32 | 16.0 (2.50x) | 8.0 (5.00x) |" in table
+    assert "| x3d_xs | openvino | bf16 | - | 5.0 (8.00x) |" in table
+    assert not any("onnxruntime" in line for line in table)  # an unavailable row has no number to compare
+    assert make_readme.side_by_side([tmp_path / "cpu-2c-xeon-amx"]) is None
