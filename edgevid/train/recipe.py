@@ -20,6 +20,7 @@ import yaml
 
 from edgevid.data import AugmentConfig
 from edgevid.errors import EdgevidError
+from edgevid.utils.safeyaml import YamlRefusedError, load_yaml_file, load_yaml_text
 
 
 def _bounded(default: Any, **bounds: float) -> Any:
@@ -259,8 +260,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
         raise EdgevidError(f"override {text!r}: expected key=value with a dotted key, e.g. optim.lr=0.01")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = load_yaml_text(raw, f"override {text!r}") if raw.strip() else ""
+    except YamlRefusedError:  # an alias bomb in one value is refused; other bad YAML is taken as a string
+        raise
+    except EdgevidError:
         value = raw
     return key.strip().split("."), value
 
@@ -309,12 +312,5 @@ def _check_model(recipe: Recipe) -> None:
 def load_recipe(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> Recipe:
     """Read and validate a YAML recipe file, applying dotted ``key=value`` overrides."""
     path = Path(path)
-    if not path.is_file():
-        raise EdgevidError(f"{path}: no such recipe file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise EdgevidError(f"{path}: not valid YAML{where}") from None
+    data = load_yaml_file(path, "recipe file")  # bounded: size, aliases, depth (edgevid.utils.safeyaml)
     return parse_recipe(data, str(path), overrides)
