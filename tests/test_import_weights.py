@@ -13,6 +13,7 @@ from reference_models import (
     frames_forward,
     pytorchvideo_models,
     randomize_bn,
+    scale_logits,
     shift_mobilenet_v2,
     shift_resnet,
     torchvision_models,
@@ -48,11 +49,12 @@ def _import_and_compare(tmp_path: Path, payload, reference_logits: torch.Tensor,
 # ------------------------------------------------------------------------------------------------ pytorchvideo
 def test_pytorchvideo_x3d_parity(tmp_path):
     x3d = pytorchvideo_models("x3d")
+    torch.manual_seed(0)
     reference = randomize_bn(x3d.create_x3d(input_clip_length=4, input_crop_size=64, depth_factor=2.2,
                                             model_num_class=400, head_activation=None))
     clip = _clip(4, 64)
     with torch.no_grad():
-        expected = reference(clip)
+        expected = scale_logits(reference.blocks[5].proj, reference(clip))
     payload = {"model_state": reference.state_dict(), "optimizer_state": {"state": {}, "param_groups": []},
                "epoch": 300, "cfg": "TRAIN:\n  BATCH_SIZE: 64\n"}
     _, meta = _import_and_compare(tmp_path, payload, expected, clip, "x3d_xs")
@@ -75,9 +77,10 @@ def test_pytorchvideo_resnets_parity(tmp_path):
                 "c2d_r50": lambda: hub.c2d_r50(head_pool_kernel_size=(4, 2, 2), **common),
                 "slow_r50": lambda: resnet.create_resnet(head_pool_kernel_size=(8, 2, 2), **slow, **common)}
     for name, build in builders.items():
+        torch.manual_seed(0)
         reference = randomize_bn(build())
         with torch.no_grad():
-            expected = reference(clip)
+            expected = scale_logits(reference.blocks[-1].proj, reference(clip))
         _, meta = _import_and_compare(tmp_path, {"model_state": reference.state_dict()}, expected, clip, name,
                                       name=f"{name}.pyth")
         assert meta.model == "i3d_r50"
@@ -85,11 +88,12 @@ def test_pytorchvideo_resnets_parity(tmp_path):
 
 def test_pytorchvideo_slowfast_parity(tmp_path):
     hub = pytorchvideo_models("hub.slowfast")
+    torch.manual_seed(0)
     reference = randomize_bn(hub.slowfast_r50(head_pool_kernel_sizes=((8, 2, 2), (32, 2, 2)),
                                               head_activation=None, model_num_class=400))
     clip = _clip(32, 64, batch=1)
     with torch.no_grad():
-        expected = reference([clip[:, :, ::4], clip])
+        expected = scale_logits(reference.blocks[6].proj, reference([clip[:, :, ::4], clip]))
     _, meta = _import_and_compare(tmp_path, {"model_state": reference.state_dict()}, expected, clip,
                                   "slowfast_r50")
     assert meta.arch == {"alpha": 4, "fusion_kernel": 7} and meta.frames == 32
@@ -103,7 +107,7 @@ def test_torchvision_video_parity(tmp_path, name):
     reference = randomize_bn(getattr(video, name)())
     clip = _clip(4, 32)
     with torch.no_grad():
-        expected = reference(clip)
+        expected = scale_logits(reference.fc, reference(clip))
     _, meta = _import_and_compare(tmp_path, reference.state_dict(), expected, clip, name, name=f"{name}.pth")
     assert meta.mean == (0.43216, 0.394666, 0.37645) and meta.classes[-1] == "zumba"
 
@@ -120,6 +124,11 @@ def test_torchvision_2d_backbones_as_tsm(tmp_path):
         state = {k: v.clone() for k, v in reference.state_dict().items()}
         with torch.no_grad():
             expected = frames_forward(shift(reference, 4), clip)
+            head = reference.fc if name == "resnet18" else reference.classifier[1]
+            expected = scale_logits(head, expected)
+            state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier."))}
+            state.update({k: v.clone() for k, v in reference.state_dict().items()
+                          if k.startswith(("fc.", "classifier."))})
         _, meta = _import_and_compare(tmp_path, state, expected, clip, model, name=f"{name}.pth")
         assert meta.num_classes == 1000 and meta.extra["sampling"] == "segments"
 
@@ -171,7 +180,7 @@ def test_tsm_authors_parity(tmp_path):
     new_fc = net.fc
     net.fc = nn.Identity()
     with torch.no_grad():
-        expected = frames_forward(nn.Sequential(net, new_fc), clip)
+        expected = scale_logits(new_fc, frames_forward(nn.Sequential(net, new_fc), clip))
     state = {f"module.base_model.{k}": v for k, v in net.state_dict().items()}
     state.update({f"module.new_fc.{k}": v for k, v in new_fc.state_dict().items()})
     payload = {"epoch": 50, "arch": "resnet50", "state_dict": state, "best_prec1": 74.1}
@@ -183,7 +192,8 @@ def test_tsm_authors_parity(tmp_path):
     plain = {k: v.clone() for k, v in mb.state_dict().items()}
     shifted = {i for i, block in enumerate(mb.features) if getattr(block, "use_res_connect", False)}
     with torch.no_grad():
-        expected = frames_forward(shift_mobilenet_v2(mb, 4), clip)
+        expected = scale_logits(mb.classifier[1], frames_forward(shift_mobilenet_v2(mb, 4), clip))
+        plain.update({k: v.clone() for k, v in mb.state_dict().items() if k.startswith("classifier.")})
     state = {("module.new_fc." + k.split(".")[-1]) if k.startswith("classifier.") else f"module.base_model.{k}": v
              for k, v in _tsm_authors_mobilenet_keys(plain, shifted).items()}
     _import_and_compare(tmp_path, {"state_dict": state}, expected, clip, "tsm_mobilenetv2", name="tsm_mbv2.pth")
@@ -235,19 +245,20 @@ def test_mmaction2_parity(tmp_path):
     torch.manual_seed(0)
     net = shift_resnet(randomize_bn(resnet.resnet50(num_classes=400)), 4)
     with torch.no_grad():
-        expected = frames_forward(net, clip)
+        expected = scale_logits(net.fc, frames_forward(net, clip))
     payload = {"meta": {"epoch": 50, "mmengine_version": "0.10.3"},
                "state_dict": _mmaction2_resnet_keys(net.state_dict())}
     _import_and_compare(tmp_path, payload, expected, clip, "tsm_r50", name="tsm_mm.pth")
 
     # MMAction2's X3D is pytorchvideo's network plus a BN on stage 1's first shortcut: add it to the reference.
     x3d = pytorchvideo_models("x3d")
+    torch.manual_seed(0)
     reference = x3d.create_x3d(input_clip_length=4, input_crop_size=64, model_num_class=400, head_activation=None)
     reference.blocks[1].res_blocks[0].branch1_norm = nn.BatchNorm3d(24)
     randomize_bn(reference)
     clip = _clip(4, 64)
     with torch.no_grad():
-        expected = reference(clip)
+        expected = scale_logits(reference.blocks[5].proj, reference(clip))
     payload = {"meta": {"epoch": 1}, "state_dict": _mmaction2_x3d_keys(reference.state_dict())}
     _, meta = _import_and_compare(tmp_path, payload, expected, clip, "x3d_s", name="x3d_mm.pth")
     assert meta.arch == {} and meta.frames == 13
@@ -321,6 +332,7 @@ def test_outside_sources_cover_the_families():
 
 def test_imported_model_exports_with_parity(tmp_path):
     x3d = pytorchvideo_models("x3d")
+    torch.manual_seed(0)
     reference = randomize_bn(x3d.create_x3d(input_clip_length=4, input_crop_size=160, model_num_class=400,
                                             head_activation=None))
     torch.save({"model_state": reference.state_dict()}, tmp_path / "X3D_XS.pyth")
