@@ -126,6 +126,26 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def newest_checkpoint(run_dir: Path) -> Checkpoint:
+    """The run's latest commit: last.pt or best.pt, whichever holds the later epoch (an epoch that improved val
+    top-1 is committed by best.pt and an interruption can stop before last.pt follows)."""
+    return _newest(_run_checkpoints(run_dir), run_dir)
+
+
+def _run_checkpoints(run_dir: Path) -> dict[str, Checkpoint]:
+    return {name: load_checkpoint(run_dir / name) for name in ("last.pt", "best.pt") if (run_dir / name).is_file()}
+
+
+def _newest(found: dict[str, Checkpoint], run_dir: Path) -> Checkpoint:
+    if not found:
+        raise EdgevidError(f"{run_dir}: nothing to resume (no last.pt)")
+    return max(found.values(), key=lambda c: int(c.train_state.get("epoch", -1)))  # last.pt on a tie
+
+
+def _has_checkpoint(run_dir: Path) -> bool:
+    return any((run_dir / name).is_file() for name in ("last.pt", "best.pt"))
+
+
 def _set_loader_epoch(loader: torch.utils.data.DataLoader, epoch: int, seed: int) -> None:
     """Make the epoch's shuffle order (and the seeds of workers started for it) a function of (seed, epoch)
     only, so a resumed run draws the same order as an uninterrupted one."""
@@ -144,7 +164,10 @@ class Trainer:
         self.recipe, self.recipe_name, self.data_root, self.run_dir, self.ctx = recipe, recipe_name, data, run_dir, ctx
         cfg = recipe.train
         seed_everything(cfg.seed + ctx.rank)
-        checkpoint = load_checkpoint(run_dir / "last.pt") if resume else None
+        found = _run_checkpoints(run_dir) if resume else {}
+        checkpoint = _newest(found, run_dir) if resume else None
+        # interrupted between an improving epoch's best.pt and its last.pt: last.pt is brought up to date first
+        self._last_behind = checkpoint if resume and found.get("last.pt") is not checkpoint else None
         self.start_from = start_from
         self.init = None
         if recipe.model.init and checkpoint is None and start_from is None:
@@ -257,6 +280,7 @@ class Trainer:
             "best_epoch": self.best_epoch, "world_size": self.ctx.world_size,
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "rng": rng_states, "recipe": self.recipe.to_dict(),
+            "rows": [dict(row) for row in self.rows],
         }
         if self.ema:
             state["ema"] = {"updates": self.ema.updates}
@@ -274,26 +298,36 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.start_epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
         self.best_top1, self.best_epoch = float(state["best_top1"]), int(state["best_epoch"])
-        self.rows = [r for r in read_metrics(self.run_dir) if r["epoch"] <= self.start_epoch]
+        if "rows" in state:  # the rows committed with this checkpoint (metrics.jsonl may lag one epoch behind)
+            self.rows = [dict(row) for row in state["rows"]]
+        else:
+            self.rows = [r for r in read_metrics(self.run_dir) if r["epoch"] <= self.start_epoch]
         rng = state.get("rng") or []
         if state.get("world_size") == self.ctx.world_size and len(rng) == self.ctx.world_size:
             set_rng_state(rng[self.ctx.rank])
         else:
             seed_everything(self.recipe.train.seed + self.ctx.rank + 1000 * self.start_epoch)
 
-    def _save(self, epoch: int, val_top1: float | None) -> None:
+    def _save(self, epoch: int, row: dict[str, Any]) -> None:
+        """The epoch's one commit point: a single atomic checkpoint write holding its weights (EMA too), the full
+        training state and every metric row so far. An epoch that improves val top-1 commits by writing best.pt
+        (then last.pt, the same content); any other epoch by writing last.pt. Resuming takes the newer of the two
+        (:func:`newest_checkpoint`), so an interruption at any write leaves a best.pt that is the best epoch
+        recorded and a run that continues exactly; metrics.jsonl/csv and curves.png are rewritten from the rows."""
         rng_states = self.ctx.all_gather(rng_state())
         if not self.ctx.is_main:
             return
+        val_top1 = row["val_top1"]
         weights = self.ema.module.state_dict() if self.ema else self.model.state_dict()
         improved = val_top1 is not None and val_top1 > self.best_top1
         if improved:
             self.best_top1, self.best_epoch = val_top1, epoch
+        self.rows.append(row)
         meta = self.meta(epoch=epoch, val_top1=val_top1, best_val_top1=self.best_top1)
         state = self._train_state(epoch, rng_states)
-        save_checkpoint(self.run_dir / "last.pt", weights, meta, state)
         if improved:
             save_checkpoint(self.run_dir / "best.pt", weights, meta, state)
+        save_checkpoint(self.run_dir / "last.pt", weights, meta, state)
 
     # -- loop
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -385,8 +419,23 @@ class Trainer:
 
     def fit(self, on_epoch_end: EpochCallback | None = None) -> Path:
         cfg, ctx = self.recipe.train, self.ctx
+        finished = self.start_epoch >= cfg.epochs
         if ctx.is_main:
-            self._announce()
+            if not finished:
+                self._announce()
+            if self._last_behind is not None:
+                behind, self._last_behind = self._last_behind, None
+                save_checkpoint(self.run_dir / "last.pt", behind.state_dict, behind.meta, behind.train_state)
+            if self.rows and len(read_metrics(self.run_dir)) != len(self.rows):  # interrupted after a commit
+                write_metrics(self.run_dir, self.rows)
+                plot_curves(self.rows, self.run_dir / "curves.png",
+                            title=f"{self.recipe_name} ({self.recipe.model.name})")
+            if finished:
+                console.print(f"nothing to do: {self.run_dir} has finished its {cfg.epochs} epochs (best val top-1 "
+                              f"{self.best_top1:.1f}% at epoch {self.best_epoch}); to train longer, resume with "
+                              f"--epochs N (N > {cfg.epochs})", highlight=False, soft_wrap=True)
+        if finished:
+            return self.run_dir
         for epoch in range(self.start_epoch, cfg.epochs):
             stats, skipped = self._train_epoch(epoch)
             row: dict[str, Any] = {"epoch": epoch + 1, **stats, "val_loss": None, "val_top1": None,
@@ -396,9 +445,8 @@ class Trainer:
                 row.update(val_stats)
                 skipped += val_skipped
             row["skipped"] = len(skipped)
-            self._save(epoch + 1, row["val_top1"])
+            self._save(epoch + 1, row)
             if ctx.is_main:
-                self.rows.append(row)
                 write_metrics(self.run_dir, self.rows)
                 plot_curves(self.rows, self.run_dir / "curves.png",
                             title=f"{self.recipe_name} ({self.recipe.model.name})")
@@ -455,9 +503,9 @@ def _prepare_run(recipe: str | Path | Recipe | None, out: str | Path | None, epo
     if resume:
         if run_dir is None:
             raise EdgevidError("--resume needs --out: the run directory to continue")
-        if not (run_dir / "last.pt").is_file():
+        if not _has_checkpoint(run_dir):
             raise EdgevidError(f"{run_dir}: nothing to resume (no last.pt)")
-    elif run_dir is not None and (run_dir / "last.pt").exists():
+    elif run_dir is not None and _has_checkpoint(run_dir):
         raise EdgevidError(f"{run_dir}: already holds a run (last.pt); pass --resume to continue it or "
                            "choose another --out")
     overrides = [*overrides, *([f"train.epochs={epochs}"] if epochs is not None else [])]
@@ -467,7 +515,7 @@ def _prepare_run(recipe: str | Path | Recipe | None, out: str | Path | None, epo
         parsed, name = load_recipe(recipe, overrides), Path(recipe).stem
     elif resume:
         parsed = load_recipe(run_dir / "recipe.yaml", overrides)
-        name = str(load_checkpoint(run_dir / "last.pt").meta.extra.get("recipe", run_dir.name))
+        name = str(newest_checkpoint(run_dir).meta.extra.get("recipe", run_dir.name))
     else:
         raise EdgevidError("train needs --recipe (or --resume with --out of an earlier run)")
     if parsed.model.init and not resume and (parsed.data.mean is None or parsed.data.std is None):
@@ -475,6 +523,18 @@ def _prepare_run(recipe: str | Path | Recipe | None, out: str | Path | None, epo
         parsed = dataclasses.replace(parsed, data=dataclasses.replace(
             parsed.data, mean=parsed.data.mean or init_meta.mean, std=parsed.data.std or init_meta.std))
     return parsed.resolved(), name, run_dir or default_run_dir(name)
+
+
+def _remove_stale_temporaries(run_dir: Path) -> None:
+    """Delete the temporary files (``.NAME.tmp-*``) a killed run left beside its outputs, saying so."""
+    if not run_dir.is_dir():
+        return
+    stale = [p for p in run_dir.glob(".*.tmp-*") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        console.print(f"removed {len(stale)} temporary file(s) an interrupted run left in {run_dir}: "
+                      f"{', '.join(p.name for p in stale)}", highlight=False, soft_wrap=True)
 
 
 def train(recipe: str | Path | Recipe | None, data: str | Path, out: str | Path | None = None,
@@ -501,6 +561,8 @@ def train(recipe: str | Path | Recipe | None, data: str | Path, out: str | Path 
         if start_from is not None and start_from.meta.model != resolved.model.name:
             raise EdgevidError(f"start_from is a {start_from.meta.model} checkpoint but the recipe trains "
                                f"{resolved.model.name}")
+        if ctx.is_main:
+            _remove_stale_temporaries(run_dir)
         trainer = Trainer(resolved, name, data, run_dir, ctx, resume, start_from)
         if ctx.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
