@@ -1,7 +1,8 @@
 """The ``edgevid`` command line: thin wrappers over the Python API.
 
 Every command is a plain function of the API; this module only parses options and prints results.
-User errors (:class:`EdgevidError`, ``ValueError``, missing files) are shown as one line with exit code 2;
+User errors (:class:`EdgevidError`, ``ValueError``, missing files) and usage errors (an unknown option) are shown
+as one line with exit code 2; Ctrl-C as one line saying what was kept, with exit code 130;
 ``--verbose`` shows the traceback instead.
 """
 
@@ -17,7 +18,21 @@ from edgevid.errors import EdgevidError
 from edgevid.precision import describe_cpu
 from edgevid.utils.console import console, err_console, make_table
 
+
+class _Interrupted(Exception):
+    """Ctrl-C carried out of a command: the CLI framework would turn a KeyboardInterrupt into a silent exit 130."""
+
+
+class _Group(typer.core.TyperGroup):
+    def invoke(self, ctx):  # every command and sub-group runs inside the root group's invoke
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            raise _Interrupted() from exc
+
+
 app = typer.Typer(
+    cls=_Group,
     name="edgevid",
     help="Compact video action-recognition models: train, compress, export and run them on edge hardware.",
     no_args_is_help=True,
@@ -636,15 +651,49 @@ def prune_cmd(
         console.print(f"report: {result.report_path}", highlight=False)
 
 
+def _command_name(args: list[str]) -> str:
+    """The command words of a command line, e.g. ``calib build`` of ``calib build -d data -o x.json``."""
+    command, words = typer.main.get_command(app), []
+    for arg in (a for a in args if not a.startswith("-")):
+        sub = getattr(command, "commands", {}).get(arg)
+        if sub is None:
+            break
+        command, words = sub, [*words, arg]
+    return " ".join(words)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``edgevid`` console script and ``python -m edgevid``."""
+    """Entry point of the ``edgevid`` console script and ``python -m edgevid``.
+
+    Exit codes: 0 done, 2 a user or usage error (one ``error:`` line naming the file or option), 1 a run that
+    failed on its own terms (e.g. a live stream lost for good, a benchmark where no format ran), 130 interrupted
+    (one line saying what was kept and how to continue).
+    """
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+
+    from edgevid.utils.interrupts import interrupt_message, set_interrupt_hint
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    set_interrupt_hint(None)
     try:
-        app(args=argv, prog_name="edgevid")
+        code = typer.main.get_command(app).main(args=args, prog_name="edgevid", standalone_mode=False)
+        return code if isinstance(code, int) else 0
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
+    except (_Interrupted, KeyboardInterrupt):
+        err_console.print(interrupt_message(_command_name(args)), highlight=False, soft_wrap=True, markup=False)
         return 130
+    except NoArgsIsHelpError as exc:
+        exc.show()
+        return 0
+    except ClickException as exc:  # unknown option, missing or bad value: one line, not the framework's box
+        where = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "edgevid"
+        message = " ".join(exc.format_message().split())
+        err_console.print(f"[bold red]error:[/] {message} (see {where} --help)", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except typer.Abort:
+        err_console.print("[bold red]error:[/] aborted", highlight=False)
+        return 1
     except (EdgevidError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         if _state["verbose"]:
             raise

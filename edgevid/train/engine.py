@@ -41,6 +41,7 @@ from edgevid.train.plots import plot_curves
 from edgevid.train.recipe import Recipe, load_recipe, parse_recipe
 from edgevid.utils.atomic import write_text_atomic
 from edgevid.utils.console import console, progress
+from edgevid.utils.interrupts import set_interrupt_hint, train_hint
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_top1", "val_top5", "lr", "clips_per_s",
                   "epoch_time_s", "eval_time_s", "skipped")
@@ -563,6 +564,7 @@ def train(recipe: str | Path | Recipe | None, data: str | Path, out: str | Path 
                                f"{resolved.model.name}")
         if ctx.is_main:
             _remove_stale_temporaries(run_dir)
+            set_interrupt_hint(train_hint(run_dir, data, device))
         trainer = Trainer(resolved, name, data, run_dir, ctx, resume, start_from)
         if ctx.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
