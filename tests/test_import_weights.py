@@ -21,6 +21,7 @@ from reference_models import (
 from torch import nn
 
 from edgevid.checkpoint import load_checkpoint, load_model, save_checkpoint
+from edgevid.cli import main
 from edgevid.errors import EdgevidError
 from edgevid.export import export
 from edgevid.meta import ArtifactMeta
@@ -341,3 +342,17 @@ def test_imported_model_exports_with_parity(tmp_path):
         result = export(path, target, "fp32", tmp_path / f"x3d.{'onnx' if target == 'onnx' else 'xml'}")
         assert result.parity.max_abs_diff <= result.parity.limit and result.parity.top1_agreement == 1.0
         assert result.meta.arch == {"same_width_shortcut_bn": False} and result.meta.classes[0] == "abseiling"
+
+
+def test_cli_import_and_models(tmp_path, capsys):
+    video = torchvision_models("video.resnet")
+    torch.save(video.r2plus1d_18().state_dict(), tmp_path / "r2plus1d_18.pth")
+    out = tmp_path / "r2p1d_k400.pt"
+    assert main(["import", str(tmp_path / "r2plus1d_18.pth"), "--model", "r2plus1d_18", "--out", str(out)]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"wrote {out}: r2plus1d_18 from a torchvision checkpoint, 400 classes (abseiling" in text
+    assert load_checkpoint(out).meta.extra["imported_from"]["format"] == "torchvision"
+    assert main(["import", str(tmp_path / "r2plus1d_18.pth"), "--model", "x3d_xs"]) == 2
+    assert "torchvision checkpoints import as" in capsys.readouterr().err
+    assert main(["models", "r2plus1d_18"]) == 0
+    assert "torchvision:r2plus1d_18" in capsys.readouterr().out
