@@ -651,6 +651,21 @@ def prune_cmd(
         console.print(f"report: {result.report_path}", highlight=False)
 
 
+def _user_message(exc: BaseException) -> str:
+    """The first line of an error; for one re-raised from a DataLoader worker ("Caught VideoDecodeError in
+    DataLoader worker process 0" first), the original error's own line, which names the file."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    lines = text.splitlines()
+    if lines[0].startswith("Caught ") and "DataLoader worker process" in lines[0]:
+        last = next((line.strip() for line in reversed(lines) if line.strip()), lines[0])
+        name, sep, rest = last.partition(": ")
+        message = rest if sep and (name.endswith("Error") or "." in name) else last
+        return f"{message} (in a data-loading worker)"
+    return lines[0]
+
+
 def _command_name(args: list[str]) -> str:
     """The command words of a command line, e.g. ``calib build`` of ``calib build -d data -o x.json``."""
     command, words = typer.main.get_command(app), []
@@ -697,8 +712,7 @@ def main(argv: list[str] | None = None) -> int:
     except (EdgevidError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         if _state["verbose"]:
             raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {_user_message(exc)}", highlight=False, soft_wrap=True)
         return 2
     return 0
 

@@ -113,6 +113,10 @@ def read_meta(artifact: str | Path) -> ArtifactMeta:
 
         path = resolve_checkpoint(path)
     suffix = path.suffix.lower()
+    if path.is_file() and path.stat().st_size == 0:
+        kind = {".onnx": "an ONNX model", ".xml": "an OpenVINO IR", ".engine": "a TensorRT engine"}.get(
+            suffix, "a model artifact")
+        raise EdgevidError(f"{path}: empty file (0 bytes), not {kind}")
     if suffix in (".pt", ".pth", ".ckpt"):
         from edgevid.checkpoint import load_checkpoint
 

@@ -100,7 +100,11 @@ def _split_names(split: str) -> tuple[str, ...]:
 
 # --------------------------------------------------------------------------------------------------- list files
 def _read_rows(path: Path) -> list[list[str]]:
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise EdgevidError(f"{path}: not a text list file (byte {exc.start} is not UTF-8); --data expects a dataset "
+                           "folder or a list file of 'video,label' lines") from None
     lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     if not lines:
         raise EdgevidError(f"{path}: list file is empty")
@@ -301,6 +305,9 @@ def find_split(root: str | Path, split: str) -> DataSplit:
     if not root.exists():
         raise EdgevidError(f"{root}: data directory not found")
     if root.is_file():
+        if root.suffix.lower() in VIDEO_EXTENSIONS:
+            raise EdgevidError(f"--data {root}: is a video file; expected a dataset folder (a folder per class, "
+                               "train/val list files or UCF101 splits) or a list file")
         return read_list_file(root, split)
     list_file = _find_list_file(root, split)
     if list_file is not None:

@@ -221,6 +221,8 @@ class VideoReader:
     def __init__(self, path: str | Path, threads: int = 1) -> None:
         self.path = Path(path)
         self.threads = threads
+        if self.path.is_dir():
+            raise VideoDecodeError(f"{self.path}: is a folder, expected a video file")
         if not self.path.is_file():
             raise VideoDecodeError(f"{self.path}: no such video file")
         self._errors: list[str] = []

@@ -24,6 +24,9 @@ def predict_video(artifact: str | Path, video: str | Path, topk: int = 5, views:
     if topk < 1:
         raise EdgevidError(f"--topk: expected a positive number, got {topk}")
     video = Path(video)
+    if video.is_dir():
+        raise EdgevidError(f"{video}: is a folder, expected a video file (edgevid predict ARTIFACT VIDEO: the "
+                           "model comes first)")
     if not video.is_file():
         raise EdgevidError(f"{video}: no such video file")
     predictor = load(artifact, device=device, threads=threads)
