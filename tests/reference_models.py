@@ -50,8 +50,8 @@ def _torchvision_source() -> Path | None:
 def install_torchvision_stubs() -> bool:
     """Make ``torchvision.models.*`` (pure Python) importable without torchvision's compiled core."""
     existing = sys.modules.get("torchvision")
-    if existing is not None:
-        return getattr(existing, "_edgevid_test_stub", False) and existing.__path__ != []
+    if existing is not None:  # a real torchvision (where one loads), or the stubs installed earlier
+        return not getattr(existing, "_edgevid_test_stub", False) or existing.__path__ != []
     source = _torchvision_source()
     root = _stub("torchvision", source)
     root._edgevid_test_stub = True
