@@ -408,6 +408,9 @@ def bench_cmd(
                    plot=plot_out)
     result.print(console)
     console.print("wrote " + ", ".join(str(p) for p in result.files.values()), highlight=False, soft_wrap=True)
+    if not any(row.status == "ok" for row in result.rows):
+        err_console.print("[bold red]error:[/] no format ran (each row gives its reason)", highlight=False)
+        raise typer.Exit(code=1)
 
 
 def _positive_int(text: str, flag: str) -> int:

@@ -134,3 +134,10 @@ def test_time_callable_is_time_boxed():
     stats = time_callable(lambda: calls.append(1), warmup=2, iters=10**7, max_seconds=0.05, min_iters=5)
     assert 5 <= stats["iters"] < 10**7 and len(calls) == stats["iters"] + 2
     assert stats["min"] <= stats["p50"] <= stats["p99"] <= stats["max"]
+
+
+def test_cli_exits_1_when_no_format_ran(run_dir, tmp_path, capsys):
+    code = main(["bench", str(run_dir), "--targets", "torch", "--precisions", "int8,fp16", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1 and "no format ran" in err
+    assert (tmp_path / "bench.json").is_file()  # the table of reasons is still written
