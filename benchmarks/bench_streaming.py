@@ -23,10 +23,11 @@ import numpy as np
 from benchmarks.common import machine_info, write_results
 from edgevid.checkpoint import save_checkpoint
 from edgevid.export import export
+from edgevid.export.streaming import export_streaming
 from edgevid.meta import ArtifactMeta
 from edgevid.models import create_model, get_spec
 from edgevid.runtime import load
-from edgevid.runtime.streaming import export_streaming, load_streaming
+from edgevid.runtime.streaming import load_streaming
 from edgevid.utils.console import console, make_table
 
 FRAMES = 8

@@ -22,8 +22,8 @@ import torch
 
 from edgevid.compress.calibration import Preprocessing, build_manifest
 from edgevid.data.synth import SynthConfig, generate_synth
-from edgevid.export import export
 from edgevid.meta import read_meta
+from edgevid.pipeline import export
 from edgevid.precision import PRECISIONS
 from edgevid.runtime import load
 from edgevid.runtime.live import LiveOptions, run_live

@@ -267,7 +267,8 @@ def export_cmd(
 
     Example: edgevid export runs/x3d --target openvino --precision fp16
     """
-    from edgevid.export import TensorRTUnavailableError, export
+    from edgevid.export import TensorRTUnavailableError
+    from edgevid.pipeline import export
 
     try:
         with console.status(f"exporting {artifact} to {target} {precision}, then checking parity"):

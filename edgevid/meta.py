@@ -1,6 +1,7 @@
 """Artifact metadata: the single source of truth that travels with every checkpoint and exported file.
 
-Checkpoints store it under the ``meta`` key, ONNX files in ``metadata_props["edgevid"]``, OpenVINO IR in
+Checkpoints (the container is defined here: :func:`save_checkpoint`, :func:`load_checkpoint`) store it under the
+``meta`` key, ONNX files in ``metadata_props["edgevid"]``, OpenVINO IR in
 ``rt_info["edgevid"]``, and formats without a metadata slot (TensorRT engines) in a sidecar
 ``<artifact>.edgevid.json``. :func:`read_meta` reads it from any of them.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 from edgevid import __version__
 from edgevid.errors import EdgevidError
 from edgevid.precision import PRECISION_NAMES
+from edgevid.utils.atomic import atomic_path
 from edgevid.utils.openvino import openvino_core
 
 HEAD_KINDS = ("clip", "frame", "dense", "features")
@@ -98,6 +101,75 @@ class ArtifactMeta:
         return cls.from_dict(data, source)
 
 
+# --------------------------------------------------------------------------------------------- checkpoints
+# The checkpoint container is metadata's first carrier; it lives here (not in edgevid.checkpoint, which builds
+# models) so that read_meta needs nothing above this layer. edgevid.checkpoint re-exports these names.
+FORMAT = "edgevid-checkpoint"
+FORMAT_VERSION = 1
+RUN_CHECKPOINTS = ("best.pt", "last.pt")
+
+
+@dataclass
+class Checkpoint:
+    meta: ArtifactMeta
+    state_dict: dict[str, Any]
+    train_state: dict[str, Any] = field(default_factory=dict)
+
+
+def save_checkpoint(path: str | Path, model_or_state: Any, meta: ArtifactMeta,
+                    train_state: dict[str, Any] | None = None) -> Path:
+    """Write a checkpoint (a ``torch.nn.Module``'s or a state dict's tensors) atomically (temp file + rename)."""
+    import torch  # torch only where a checkpoint is written or read: ONNX/OpenVINO metadata needs none
+
+    state = model_or_state.state_dict() if isinstance(model_or_state, torch.nn.Module) else model_or_state
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "meta": meta.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in state.items()},
+        "train_state": train_state or {},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or the best (else last) checkpoint of a run directory."""
+    path = Path(path)
+    if path.is_dir():
+        for name in RUN_CHECKPOINTS:
+            if (path / name).is_file():
+                return path / name
+        raise EdgevidError(f"{path}: run directory has no checkpoint ({' or '.join(RUN_CHECKPOINTS)})")
+    if not path.exists():
+        raise EdgevidError(f"{path}: no such checkpoint")
+    return path
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    import torch  # torch only where a checkpoint is written or read: ONNX/OpenVINO metadata needs none
+
+    path = resolve_checkpoint(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
+        raise EdgevidError(
+            f"{path}: refused to load checkpoint: it contains objects other than tensors and plain data "
+            f"({first[:160]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise EdgevidError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0][:160]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise EdgevidError(f"{path}: not an edgevid checkpoint (no '{FORMAT}' format marker / metadata)")
+    return Checkpoint(
+        meta=ArtifactMeta.from_dict(payload["meta"], str(path)),
+        state_dict=payload["state_dict"],
+        train_state=payload.get("train_state") or {},
+    )
+
+
 def sidecar_path(artifact: str | Path) -> Path:
     artifact = Path(artifact)
     return artifact.with_name(artifact.name + ".edgevid.json")
@@ -109,8 +181,6 @@ def read_meta(artifact: str | Path) -> ArtifactMeta:
     if not path.exists():
         raise EdgevidError(f"{path}: no such file or directory")
     if path.is_dir():
-        from edgevid.checkpoint import resolve_checkpoint
-
         path = resolve_checkpoint(path)
     suffix = path.suffix.lower()
     if path.is_file() and path.stat().st_size == 0:
@@ -118,8 +188,6 @@ def read_meta(artifact: str | Path) -> ArtifactMeta:
             suffix, "a model artifact")
         raise EdgevidError(f"{path}: empty file (0 bytes), not {kind}")
     if suffix in (".pt", ".pth", ".ckpt"):
-        from edgevid.checkpoint import load_checkpoint
-
         return load_checkpoint(path).meta
     if suffix == ".onnx":
         return _read_onnx_meta(path)

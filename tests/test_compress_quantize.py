@@ -16,8 +16,8 @@ from edgevid.compress.calibration import Preprocessing, build_manifest
 from edgevid.compress.quant_onnx import OnnxQuantizer, OnnxQuantScheme
 from edgevid.compress.quantize import quantize
 from edgevid.errors import EdgevidError
-from edgevid.export import export
 from edgevid.meta import read_meta
+from edgevid.pipeline import export
 from edgevid.runtime import load
 
 

@@ -10,19 +10,14 @@ from edgevid.checkpoint import save_checkpoint
 from edgevid.cli import main
 from edgevid.errors import EdgevidError
 from edgevid.export import export
+from edgevid.export.streaming import streaming_onnx, streaming_parity
 from edgevid.meta import ArtifactMeta, read_meta
 from edgevid.models import create_model
 from edgevid.models.streaming import to_streaming
 from edgevid.models.video_resnet import BasicBlock, VideoResNet, conv2plus1d, r2plus1d_stem
 from edgevid.models.x3d import X3D, X3DConfig
 from edgevid.runtime.onnx_backend import OnnxRuntimePredictor
-from edgevid.runtime.streaming import (
-    GraphStreamingPredictor,
-    TorchStreamingPredictor,
-    load_streaming,
-    streaming_onnx,
-    streaming_parity,
-)
+from edgevid.runtime.streaming import GraphStreamingPredictor, TorchStreamingPredictor, load_streaming
 
 TINY_X3D = X3DConfig(stem_width=8, widths=(8, 16, 16, 16), base_depths=(1, 1, 1, 1), depth_factor=1.0,
                      bottleneck_factor=2.0, head_hidden=16)

@@ -1,6 +1,7 @@
 """Producing the artifact of each benchmarked format from a checkpoint, through the export API.
 
-Per target (``export`` is :func:`edgevid.export.export`):
+Per target (``export`` is :func:`edgevid.pipeline.export`: :func:`edgevid.export.export`, and INT8 from a float
+checkpoint through ``quantize``):
 
 - torch: fp32 and bf16 (autocast) run the checkpoint itself; fp16 and int8 are unavailable.
 - onnx: ``export(.., "onnx", fp32|fp16)``; int8 ``export(.., "int8", calib=..)``; bf16 unavailable.
@@ -112,7 +113,7 @@ class FormatBuilder:
             raise FormatUnavailable(f"this CPU has no BF16 arithmetic (AVX512_BF16 or AMX); detected: {describe_cpu()}")
 
     def _export(self, source: Path, fmt: Format, **options) -> Path:
-        from edgevid.export import export
+        from edgevid.pipeline import export
 
         if fmt.precision == "int8":
             options["calib"] = self.calibration()

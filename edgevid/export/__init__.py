@@ -1,12 +1,15 @@
-"""Export to ONNX, OpenVINO and TensorRT: ``export(artifact, target, precision)``; one module per target."""
+"""Export to ONNX, OpenVINO and TensorRT: ``export(artifact, target, precision)``; one module per target.
+
+INT8 from a float source (quantize, then export) is :func:`edgevid.pipeline.export`, a layer above this one.
+"""
 
 from edgevid.export import onnx, openvino, tensorrt  # noqa: F401  (register the targets)
+from edgevid.export.api import export
 from edgevid.export.base import (
     Exporter,
     ExportOptions,
     ExportResult,
     Parity,
-    export,
     get_exporter,
     list_targets,
     register_exporter,

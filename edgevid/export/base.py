@@ -1,7 +1,8 @@
-"""The Exporter interface, the registry of targets, the shared parity check, and :func:`export`.
+"""The Exporter interface, the registry of targets, the shared parity check and atomic writes.
 
-One module per target registers an :class:`Exporter` subclass with :func:`register_exporter`; :func:`export`
-opens the source artifact once, picks the exporter by target name and returns an :class:`ExportResult`.
+One module per target registers an :class:`Exporter` subclass with :func:`register_exporter`;
+:func:`edgevid.export.export` (:mod:`edgevid.export.api`) opens the source artifact once, picks the exporter by
+target name and returns an :class:`ExportResult`.
 Every exporter writes under a temporary name, checks parity against the source artifact, and only then moves
 its file(s) onto the final name: a failed export leaves nothing behind.
 """
@@ -22,7 +23,7 @@ import numpy as np
 
 from edgevid.errors import EdgevidError
 from edgevid.meta import ArtifactMeta
-from edgevid.precision import NO_BF16, get_precision
+from edgevid.precision import get_precision
 from edgevid.runtime.base import Predictor, load
 
 SOURCE_SUFFIXES = (".pt", ".pth", ".ckpt", ".onnx")
@@ -269,62 +270,6 @@ def atomic_files(*finals: Path) -> Iterator[list[Path]]:
             os.replace(tmp, final)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
-
-
-def export(artifact: str | Path, target: str = "onnx", precision: str = "fp32", out: str | Path | None = None,
-           streaming: bool = False, calib: str | Path | None = None, **options) -> ExportResult:
-    """Export a checkpoint / run directory (or, for openvino and trt, an ONNX file) to ``target``.
-
-    ``options`` are the fields of :class:`ExportOptions` (batch_max, data, tolerance, onnx_only, ...).
-    INT8 needs an already quantized (Q/DQ) source, or ``calib`` (a calibration manifest) to quantize a float
-    source first (:func:`edgevid.compress.quantize.quantize`); a float source is never exported as FP32 instead.
-    ``streaming`` exports the one-frame-per-step form of a causal model (:mod:`edgevid.runtime.streaming`).
-    """
-    if streaming:
-        from edgevid.runtime.streaming import export_streaming
-
-        return export_streaming(artifact, target, out, precision, threads=options.get("threads"))
-    exporter_cls = get_exporter(target)
-    opts = ExportOptions(precision=precision, **options)
-    if precision not in exporter_cls.precisions:
-        why = f": {NO_BF16[exporter_cls.backend]}" if precision == "bf16" and exporter_cls.backend in NO_BF16 else ""
-        raise EdgevidError(f"--precision {precision}: the {target} target exports "
-                           f"{', '.join(exporter_cls.precisions)}{why}")
-    source = open_source(artifact, opts.threads)
-    if precision == "int8" and source.meta.precision != "int8":
-        if calib is None:
-            raise EdgevidError(
-                f"{source.path}: INT8 export needs a calibration set: pass --calib MANIFEST (`edgevid calib build`) "
-                f"or quantize first with `edgevid quantize {artifact} --calib MANIFEST` and export that (no silent "
-                "FP32 fallback)"
-            )
-        out = Path(out) if out is not None else exporter_cls(opts).default_out(source)
-        return _quantized_export(artifact, target, out, calib, opts, options)
-    if source.meta.precision == "int8" and precision != "int8":
-        raise EdgevidError(f"{source.path}: the source is INT8 (Q/DQ); export it with --precision int8")
-    exporter = exporter_cls(opts)
-    out_path = Path(out) if out is not None else exporter.default_out(source)
-    if out_path.suffix.lower() != exporter.suffix:
-        raise EdgevidError(f"--out {out_path}: a {target} artifact must end in {exporter.suffix}")
-    if out_path.resolve() == source.path.resolve():
-        raise EdgevidError(f"--out {out_path}: would overwrite the source artifact")
-    return exporter.export(source, out_path)
-
-
-def _quantized_export(artifact: str | Path, target: str, out: Path, calib: str | Path,
-                      opts: ExportOptions, options: dict) -> ExportResult:
-    """INT8 from a float source: ``edgevid quantize`` for the target; for trt the Q/DQ ONNX then becomes an
-    engine like any INT8 source."""
-    from edgevid.compress.quantize import quantize
-
-    if target == "trt":
-        qdq = quantize(artifact, "trt", calib, bench_iters=0, threads=opts.threads)
-        return export(qdq.path, "trt", "int8", out, **options)
-    result = quantize(artifact, target, calib, out=out, bench_iters=0, threads=opts.threads)
-    notes = [f"quantized with calibration set {calib} ({result.calib_clips} clips); float layers: "
-             f"{', '.join(result.float_layers) or 'none'}"]
-    return ExportResult(target, "int8", result.path, result.meta, None,
-                        onnx_path=result.path if target == "onnx" else None, notes=notes)
 
 
 def with_precision(options: ExportOptions, precision: str) -> ExportOptions:

@@ -14,31 +14,26 @@ newer buffer one step later, so the predictors pass that buffer along instead of
 ``sum``/``count`` state by ``1 - 1/horizon`` before each step, so a never-ending camera stream keeps following
 what happens now; ``None`` keeps the exact cumulative average (the clip logits of all frames so far).
 
-:func:`export_streaming` writes the streaming ONNX / OpenVINO artifacts (states as explicit inputs/outputs) and
-checks them frame by frame against the causal model run on the whole clip.
+:func:`edgevid.export.streaming.export_streaming` writes the streaming ONNX / OpenVINO artifacts (states as explicit
+inputs/outputs) and checks them frame by frame against the causal model run on the whole clip.
 """
 
 from __future__ import annotations
 
-import tempfile
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from edgevid.errors import EdgevidError
 from edgevid.meta import ArtifactMeta
-from edgevid.precision import get_precision
 from edgevid.runtime.base import Predictor
 from edgevid.runtime.openvino_backend import compile_model, execution_precision
 
 FRAME_INPUT = "frame"
 LOGITS_OUTPUT = "logits"
 DECAYED_KINDS = ("sum", "count")
-STREAMING_TARGETS = ("onnx", "openvino")
-STREAMING_PRECISIONS = {"onnx": ("fp32",), "openvino": ("fp32", "fp16", "bf16")}
 
 
 def next_name(state: str) -> str:
@@ -375,127 +370,3 @@ def load_streaming(artifact: str | Path, device: str = "cpu", threads: int | Non
     if predictor.backend == "openvino":
         return OpenVINOStreamingPredictor(predictor, horizon)
     return GraphStreamingPredictor(predictor, horizon)
-
-
-# ------------------------------------------------------------------------------------------------------ export
-def streaming_layout(streaming_model, meta: ArtifactMeta) -> list[dict[str, Any]]:
-    """The state table stored in an exported artifact's metadata (shapes for batch 1 at the artifact's size)."""
-    shapes = streaming_model.state_shapes(1, meta.size)
-    return [{"name": spec.name, "kind": spec.kind, "module": spec.module, "rate": spec.rate, "shape": shape,
-             "shifted_from": spec.shifted_from} for spec, shape in zip(streaming_model.specs, shapes, strict=True)]
-
-
-def streaming_onnx(streaming_model, meta: ArtifactMeta, path: Path, opset: int = 17) -> ArtifactMeta:
-    """Export ``(frame, *states) -> (logits, *computed new states)`` (:class:`StreamingGraph`) to ONNX with a
-    dynamic batch; returns its metadata."""
-    import torch
-
-    from edgevid.export.onnx import export_onnx_module
-    from edgevid.models.streaming import StreamingGraph
-
-    layout = streaming_layout(streaming_model, meta)
-    names = [s["name"] for s in layout]
-    computed = [s.name for s in streaming_model.computed_states]
-    out_meta = meta.replace(streaming=True, head="clip", precision="fp32", extra={
-        **meta.extra, "opset": opset, "exporter": "torch.onnx/torchscript", "dynamic_batch": True,
-        "dynamic_time": False, "streaming": {"input": FRAME_INPUT, "output": LOGITS_OUTPUT, "states": layout}})
-    dynamic_axes = {FRAME_INPUT: {0: "batch"}, LOGITS_OUTPUT: {0: "batch"}}
-    for state in layout:
-        if state["kind"] != "step":
-            dynamic_axes[state["name"]] = {0: "batch"}
-            if state["name"] in computed:
-                dynamic_axes[next_name(state["name"])] = {0: "batch"}
-    frame = torch.randn(1, 3, 1, meta.size, meta.size)
-    example = (frame, *streaming_model.initial_states(1, meta.size))
-    export_onnx_module(StreamingGraph(streaming_model), example, path, input_names=[FRAME_INPUT, *names],
-                       output_names=[LOGITS_OUTPUT, *(next_name(n) for n in computed)], dynamic_axes=dynamic_axes,
-                       meta=out_meta, opset=opset)
-    return out_meta
-
-
-def streaming_parity(reference_model, candidate: StreamingPredictor, meta: ArtifactMeta, tolerance: float,
-                     frames: int | None = None, seed: int = 0):
-    """Feed a random clip frame by frame through ``candidate`` and compare the logits after every frame with
-    the causal model's clip logits on the frames so far. Raises when the max difference exceeds ``tolerance``
-    x max(1, max |logit|)."""
-    import torch
-
-    from edgevid.export.base import Parity
-
-    frames = frames or meta.frames
-    rng = np.random.default_rng(seed)
-    clip = rng.standard_normal((1, 3, frames, meta.size, meta.size)).astype(np.float32)
-    candidate.reset()
-    diffs, agree, scale = [], [], 1.0
-    with torch.no_grad():
-        for t in range(frames):
-            got = candidate.step(clip[:, :, t:t + 1])
-            if t + 1 < reference_model.min_frames or (t + 1) % reference_model.frame_multiple:
-                continue
-            expected = reference_model(torch.from_numpy(clip[:, :, :t + 1])).float().numpy()
-            diffs.append(float(np.abs(got - expected).max()))
-            agree.append(bool(got.argmax() == expected.argmax()))
-            scale = max(scale, float(np.abs(expected).max()))
-    candidate.reset()
-    parity = Parity(max(diffs), float(np.mean(agree)), len(diffs), tolerance * scale, "torch causal clip",
-                    f"random clip, {frames} frames one by one")
-    if not parity.passed or not np.isfinite(parity.max_abs_diff):
-        raise EdgevidError(f"{candidate.path}: streaming parity failed: max |logit diff| {parity.max_abs_diff:.3g} "
-                           f"against the causal clip model exceeds {parity.limit:.3g}; nothing written")
-    return parity
-
-
-def export_streaming(artifact: str | Path, target: str = "onnx", out: str | Path | None = None,
-                     precision: str = "fp32", threads: int | None = None, opset: int = 17):
-    """Export a causal checkpoint's streaming form to ONNX or OpenVINO IR, checked frame by frame against the
-    causal model on the whole clip (through the exported file's own runtime). Returns an ``ExportResult``."""
-    from edgevid.export.base import ExportResult, atomic_files
-    from edgevid.meta import write_openvino_meta
-    from edgevid.runtime.torch_backend import TorchPredictor
-    from edgevid.utils.atomic import atomic_path
-
-    if target not in STREAMING_TARGETS:
-        raise EdgevidError(f"--streaming exports to {' or '.join(STREAMING_TARGETS)}, not {target!r} (build a "
-                           "TensorRT engine from the streaming ONNX)")
-    if precision not in STREAMING_PRECISIONS[target]:
-        raise EdgevidError(f"--streaming --target {target} supports precision "
-                           f"{' or '.join(STREAMING_PRECISIONS[target])}, not {precision}")
-    path = Path(artifact)
-    if not (path.is_dir() or path.suffix.lower() in (".pt", ".pth", ".ckpt")):
-        raise EdgevidError(f"{path}: --streaming exports from a causal checkpoint or run directory")
-    clip_predictor = TorchPredictor.open(path, threads=threads)
-    torch_stream = TorchStreamingPredictor.from_model(clip_predictor.model, clip_predictor.meta,
-                                                      clip_predictor.path)
-    meta = clip_predictor.meta
-    suffix = ".onnx" if target == "onnx" else ".xml"
-    base = clip_predictor.path.parent / meta.model if path.is_dir() else path.with_suffix("")
-    out_path = Path(out) if out is not None else base.with_name(f"{base.name}.stream{suffix}")
-    if out_path.suffix.lower() != suffix:
-        raise EdgevidError(f"--out {out_path}: a streaming {target} artifact must end in {suffix}")
-    tolerance = get_precision(precision).tolerance
-    reference = clip_predictor.model
-    if target == "onnx":
-        from edgevid.runtime.onnx_backend import OnnxRuntimePredictor
-
-        with atomic_path(out_path, suffix=".onnx") as tmp:
-            out_meta = streaming_onnx(torch_stream.model, meta, tmp, opset)
-            candidate = GraphStreamingPredictor(OnnxRuntimePredictor.open(tmp, threads=threads))
-            parity = streaming_parity(reference, candidate, meta, tolerance)
-        return ExportResult("onnx", precision, out_path, out_meta, parity, onnx_path=out_path,
-                            notes=[candidate.state_note()])
-    import openvino as ov
-
-    from edgevid.runtime.openvino_backend import OpenVINOPredictor
-
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out_path.name}.onnx-", dir=out_path.parent) as work:
-        onnx_path = Path(work) / f"{meta.model}.stream.onnx"
-        out_meta = streaming_onnx(torch_stream.model, meta, onnx_path, opset).replace(precision=precision)
-        model = ov.convert_model(str(onnx_path))
-    write_openvino_meta(model, out_meta)
-    with atomic_files(out_path, out_path.with_suffix(".bin")) as (xml, _):
-        ov.save_model(model, str(xml), compress_to_fp16=precision == "fp16")
-        candidate = OpenVINOStreamingPredictor(OpenVINOPredictor.open(xml, device="CPU", threads=threads))
-        parity = streaming_parity(reference, candidate, meta, tolerance)
-    return ExportResult("openvino", precision, out_path, out_meta, parity,
-                        notes=[candidate.state_note()])
