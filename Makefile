@@ -26,6 +26,7 @@ venv: $(STAMP)
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 test: venv lint
 	$(PY) -m pytest -q
