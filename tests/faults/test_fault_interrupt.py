@@ -75,7 +75,7 @@ def test_interrupt_before_the_first_epoch_ends(data, tmp_path, monkeypatch, caps
 
 
 @pytest.mark.parametrize("module, name, argv", [
-    ("edgevid.export", "export", ["export", "run.pt", "--target", "onnx"]),
+    ("edgevid.pipeline", "export", ["export", "run.pt", "--target", "onnx"]),
     ("edgevid.compress.quantize", "quantize", ["quantize", "run.pt", "-t", "onnx", "-c", "calib.json"]),
     ("edgevid.bench", "bench", ["bench", "run.pt", "--targets", "torch"]),
     ("edgevid.train", "evaluate", ["eval", "run.pt", "--data", "data"]),
