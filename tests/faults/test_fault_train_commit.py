@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import edgevid.checkpoint
+import edgevid.meta
 import edgevid.utils.atomic
 import edgevid.utils.plotting
 from edgevid.checkpoint import load_checkpoint
@@ -84,7 +84,7 @@ class _Fault:
 
 
 def _install(monkeypatch, fault: _Fault) -> None:
-    for module in (edgevid.utils.atomic, edgevid.checkpoint, edgevid.utils.plotting):
+    for module in (edgevid.utils.atomic, edgevid.meta, edgevid.utils.plotting):
         monkeypatch.setattr(module, "atomic_path", fault)
 
 
