@@ -15,8 +15,14 @@ import typer
 
 from edgevid import __version__
 from edgevid.errors import EdgevidError
+from edgevid.formats import EXPORT_TARGETS, TARGETS
 from edgevid.precision import describe_cpu
 from edgevid.utils.console import console, err_console, make_table
+
+
+def _or(names: tuple[str, ...]) -> str:
+    """``a, b or c``: a choice list for help texts."""
+    return f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else "".join(names)
 
 
 class _Interrupted(Exception):
@@ -238,7 +244,7 @@ def predict_cmd(
 @app.command("export")
 def export_cmd(
     artifact: str = typer.Argument(..., help="Checkpoint or run directory (or an .onnx file for openvino/trt)."),
-    target: str = typer.Option("onnx", "--target", "-t", help="onnx, openvino or trt."),
+    target: str = typer.Option("onnx", "--target", "-t", help=f"{_or(EXPORT_TARGETS)}."),
     precision: str = typer.Option("fp32", "--precision", "-p",
                                   help="fp32, fp16, bf16 (openvino, on CPUs with BF16) or int8 (int8: a source "
                                        "quantized with `edgevid quantize`, or --calib)."),
@@ -366,7 +372,7 @@ def data_info_cmd(
 def bench_cmd(
     artifact: str = typer.Argument(..., help="Run directory or checkpoint (every format is produced from it); an "
                                              "exported .onnx/.xml/.engine is measured as it is."),
-    targets: str = typer.Option("torch,onnx,openvino,trt", "--targets", help="Comma-separated targets."),
+    targets: str = typer.Option(",".join(TARGETS), "--targets", help="Comma-separated targets."),
     precisions: str = typer.Option("fp32,fp16,bf16,int8", "--precisions",
                                    help="Comma-separated precisions (bf16 rows say why where the CPU has no BF16)."),
     batch: str = typer.Option("1", "--batch", help="Comma-separated batch sizes, e.g. 1,4."),

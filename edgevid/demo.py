@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from edgevid.errors import EdgevidError
+from edgevid.formats import FORMATS
 from edgevid.utils.atomic import write_json_atomic
 from edgevid.utils.console import console, make_table
 from edgevid.utils.signals import reset_sigchld
@@ -256,7 +257,7 @@ class Demo:
 
             top1 = []
             for target in self.config.quantize_targets:
-                suffix = ".xml" if target == "openvino" else ".onnx"
+                suffix = FORMATS[target].suffix
                 try:
                     result = quantize(run, target, manifest, out=artifacts / f"model.int8{suffix}", data=data,
                                       bench_iters=0)
@@ -280,8 +281,9 @@ class Demo:
             from edgevid.export import export
 
             parity = []
-            for target, suffix in (("onnx", ".onnx"), ("openvino", ".xml")):
-                result = export(run, target, "fp32", artifacts / f"model{suffix}", data=data / "val")
+            for target in ("onnx", "openvino"):
+                result = export(run, target, "fp32", artifacts / f"model{FORMATS[target].suffix}",
+                                data=data / "val")
                 made[f"{target} fp32"] = result.path
                 parity.append(f"{target} max|diff| {result.parity.max_abs_diff:.1e}" if result.parity else target)
             record.result = "; ".join(parity)

@@ -17,6 +17,7 @@ from typing import Any
 
 from edgevid import __version__
 from edgevid.errors import EdgevidError
+from edgevid.formats import CHECKPOINT_SUFFIXES, FORMATS, format_of
 from edgevid.precision import PRECISION_NAMES
 from edgevid.utils.atomic import atomic_path
 from edgevid.utils.openvino import openvino_core
@@ -184,14 +185,14 @@ def read_meta(artifact: str | Path) -> ArtifactMeta:
         path = resolve_checkpoint(path)
     suffix = path.suffix.lower()
     if path.is_file() and path.stat().st_size == 0:
-        kind = {".onnx": "an ONNX model", ".xml": "an OpenVINO IR", ".engine": "a TensorRT engine"}.get(
-            suffix, "a model artifact")
+        found = format_of(path)
+        kind = found.noun if found and found.target != "torch" else "a model artifact"
         raise EdgevidError(f"{path}: empty file (0 bytes), not {kind}")
-    if suffix in (".pt", ".pth", ".ckpt"):
+    if suffix in CHECKPOINT_SUFFIXES:
         return load_checkpoint(path).meta
-    if suffix == ".onnx":
+    if suffix in FORMATS["onnx"].suffixes:
         return _read_onnx_meta(path)
-    if suffix == ".xml":
+    if suffix in FORMATS["openvino"].suffixes:
         return _read_openvino_meta(path)
     sidecar = sidecar_path(path)
     if sidecar.exists():
@@ -234,7 +235,7 @@ def _read_openvino_meta(path: Path) -> ArtifactMeta:
 
 def read_openvino_model(path: Path) -> Any:
     """Read an OpenVINO IR (``.xml`` + ``.bin``); a missing .bin or a corrupt file is an error naming it."""
-    weights = path.with_suffix(".bin")
+    _, weights = FORMATS["openvino"].files(path)
     if not weights.exists():
         raise EdgevidError(f"{path}: OpenVINO IR weights {weights.name} are missing")
     try:

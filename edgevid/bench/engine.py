@@ -19,6 +19,7 @@ from edgevid.bench.formats import TARGETS, Format, FormatBuilder, FormatUnavaila
 from edgevid.bench.report import FORMAT_NAMES, BenchResult, BenchRow
 from edgevid.bench.worker import WorkerSpec
 from edgevid.errors import EdgevidError
+from edgevid.formats import artifact_files, is_checkpoint
 from edgevid.meta import ArtifactMeta, read_meta
 from edgevid.precision import PRECISION_NAMES
 from edgevid.utils.console import progress
@@ -121,12 +122,11 @@ def model_gmacs(meta: ArtifactMeta, streaming: bool = False) -> float | None:
 
 def artifact_size_mb(path: Path) -> float:
     """On-disk size: the weights of a checkpoint (without training state), IR .xml + .bin, or the file."""
-    if path.suffix.lower() in (".pt", ".pth", ".ckpt") or path.is_dir():
+    if is_checkpoint(path):
         from edgevid.checkpoint import load_checkpoint
 
         return sum(t.numel() * t.element_size() for t in load_checkpoint(path).state_dict.values()) / 2**20
-    files = [path, path.with_suffix(".bin")] if path.suffix.lower() == ".xml" else [path]
-    return sum(f.stat().st_size for f in files if f.exists()) / 2**20
+    return sum(f.stat().st_size for f in artifact_files(path) if f.exists()) / 2**20
 
 
 def _first_line(exc: BaseException) -> str:

@@ -24,13 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgevid.errors import EdgevidError
+from edgevid.formats import BACKEND_TARGETS, EXPORT_TARGETS, FORMATS, TARGET_BACKENDS
+from edgevid.formats import TARGETS as TARGETS  # re-exported: edgevid.bench.TARGETS
 from edgevid.meta import ArtifactMeta
 from edgevid.precision import NO_BF16, cpu_has_bf16, describe_cpu
 
-TARGETS = ("torch", "onnx", "openvino", "trt")
-BACKEND_TARGETS = {"torch": "torch", "onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "trt"}
-TARGET_BACKENDS = {target: backend for backend, target in BACKEND_TARGETS.items()}
-SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "trt": ".engine"}
+SUFFIXES = {target: FORMATS[target].suffix for target in EXPORT_TARGETS}
 RUN_CALIBRATION = "calibration.json"
 
 

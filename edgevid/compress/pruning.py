@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from edgevid.errors import EdgevidError
+from edgevid.formats import FORMATS
 from edgevid.meta import ArtifactMeta
 from edgevid.models.pruned import apply_pruned_shapes, pruned_shapes  # noqa: F401  (apply_pruned_shapes re-exported)
 
@@ -176,7 +177,7 @@ def pruned_meta(meta: ArtifactMeta, pruned: PrunedModel, reference: nn.Module, i
 
 # ------------------------------------------------------------------------------------------------ prune a run
 REPORT_BACKENDS = ("torch", "onnxruntime", "openvino")
-_EXPORT_TARGET = {"onnxruntime": ("onnx", ".onnx"), "openvino": ("openvino", ".xml")}
+_EXPORT_TARGET = {FORMATS[t].backend: (t, FORMATS[t].suffix) for t in ("onnx", "openvino")}
 
 
 @dataclass

@@ -36,12 +36,14 @@ import numpy as np
 from edgevid.compress.accuracy import AccuracyGuardError, ValidationSet, onnx_accuracy_guard, ort_predict
 from edgevid.compress.calibration import check_method, load_calibration
 from edgevid.errors import EdgevidError
+from edgevid.formats import CHECKPOINT_SUFFIXES, FORMATS
 from edgevid.meta import ArtifactMeta, read_meta
 from edgevid.utils.machine import cpu_features
 
 TARGETS = ("openvino", "onnx", "trt")
 TARGET_PACKAGES = {"openvino": ("openvino", "nncf"), "onnx": ("onnx", "onnxruntime"), "trt": ("onnx", "onnxruntime")}
-TARGET_SUFFIX = {"openvino": ".xml", "onnx": ".onnx", "trt": ".onnx"}
+# trt INT8 is a Q/DQ ONNX (the engine is built from it by `edgevid export --target trt`)
+TARGET_SUFFIX = {target: FORMATS["onnx" if target == "trt" else target].suffix for target in TARGETS}
 TARGET_TAG = {"openvino": ".int8", "onnx": ".int8", "trt": ".int8.trt"}
 BACKEND_LABEL = {"openvino": "openvino", "onnx": "onnxruntime", "trt": "onnxruntime (TensorRT Q/DQ)"}
 PARITY_CLIPS = 8
@@ -101,7 +103,8 @@ def check_source(source: Path, meta: ArtifactMeta, target: str) -> None:
     if meta.precision != "fp32":
         raise EdgevidError(f"{source}: is {meta.precision}; quantize the FP32 checkpoint or ONNX instead")
     suffix = "" if source.is_dir() else source.suffix.lower()
-    allowed = ("", ".pt", ".pth", ".ckpt", ".onnx") + ((".xml",) if target == "openvino" else ())
+    allowed = ("", *CHECKPOINT_SUFFIXES, *FORMATS["onnx"].suffixes) + \
+        (FORMATS["openvino"].suffixes if target == "openvino" else ())
     if suffix not in allowed:
         kinds = "a checkpoint, run directory or FP32 ONNX" + (" or OpenVINO IR" if target == "openvino" else "")
         raise EdgevidError(f"{source}: cannot quantize a {suffix} artifact for --target {target}; give {kinds}")
@@ -258,7 +261,7 @@ def _write_output(target: str, outcome: _Outcome, meta: ArtifactMeta, out: Path)
         from edgevid.meta import write_openvino_meta
 
         write_openvino_meta(outcome.int8_model, meta)
-        with atomic_files(out, out.with_suffix(".bin")) as (xml, _):
+        with atomic_files(*FORMATS["openvino"].files(out)) as (xml, _):
             ov.save_model(outcome.int8_model, str(xml), compress_to_fp16=False)
         return
     import onnx

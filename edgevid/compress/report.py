@@ -16,6 +16,7 @@ import numpy as np
 
 from edgevid.compress.accuracy import ValidationSet
 from edgevid.errors import EdgevidError
+from edgevid.formats import artifact_files
 from edgevid.utils.atomic import write_json_atomic
 from edgevid.utils.console import console, make_table
 
@@ -30,8 +31,7 @@ def artifact_size_mb(path: str | Path) -> float:
     path = Path(path)
     if path.is_dir():
         path = resolve_checkpoint(path)
-    files = [path, path.with_suffix(".bin")] if path.suffix.lower() == ".xml" else [path]
-    return sum(f.stat().st_size for f in files if f.exists()) / 2**20
+    return sum(f.stat().st_size for f in artifact_files(path) if f.exists()) / 2**20
 
 
 def benchmark_artifacts(entries: Sequence[tuple[dict[str, Any], str | Path]], *, valset: ValidationSet | None = None,

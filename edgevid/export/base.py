@@ -22,11 +22,12 @@ from typing import ClassVar
 import numpy as np
 
 from edgevid.errors import EdgevidError
+from edgevid.formats import CHECKPOINT_SUFFIXES, FORMATS, artifact_files
 from edgevid.meta import ArtifactMeta
 from edgevid.precision import get_precision
 from edgevid.runtime.base import Predictor, load
 
-SOURCE_SUFFIXES = (".pt", ".pth", ".ckpt", ".onnx")
+SOURCE_SUFFIXES = (*CHECKPOINT_SUFFIXES, *FORMATS["onnx"].suffixes)
 
 
 @dataclass
@@ -102,8 +103,7 @@ class ExportResult:
 
     @property
     def size_mb(self) -> float:
-        files = [self.path, self.path.with_suffix(".bin")] if self.path.suffix == ".xml" else [self.path]
-        return sum(f.stat().st_size for f in files if f.exists()) / 2**20
+        return sum(f.stat().st_size for f in artifact_files(self.path) if f.exists()) / 2**20
 
     def row(self) -> dict:
         """One table row (CLI and benchmarks)."""
@@ -131,7 +131,7 @@ class Source:
 
     @property
     def is_onnx(self) -> bool:
-        return self.path.suffix.lower() == ".onnx"
+        return self.path.suffix.lower() in FORMATS["onnx"].suffixes
 
     def torch_model(self, target: str):
         """The PyTorch module of a checkpoint source; an error for sources that are already exported."""
@@ -145,9 +145,9 @@ class Exporter(ABC):
     """Turns a :class:`Source` into one deployable artifact for one target."""
 
     target: ClassVar[str]
-    suffix: ClassVar[str]
+    suffix: ClassVar[str]  # suffix, precisions and backend: from the target's row of edgevid.formats.FORMATS
     description: ClassVar[str] = ""
-    precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")
+    precisions: ClassVar[tuple[str, ...]]
     backend: ClassVar[str]
 
     def __init__(self, options: ExportOptions) -> None:

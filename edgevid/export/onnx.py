@@ -28,6 +28,7 @@ from edgevid.export.base import (
     check_parity,
     register_exporter,
 )
+from edgevid.formats import FORMATS
 from edgevid.meta import ArtifactMeta, write_onnx_meta
 from edgevid.precision import PRECISIONS
 from edgevid.utils.atomic import atomic_path
@@ -146,8 +147,9 @@ class OnnxExporter(Exporter):
     """Checkpoint -> ONNX (fp32 or fp16), checked through ONNX Runtime against PyTorch."""
 
     target = "onnx"
-    suffix = ".onnx"
-    backend = "onnxruntime"
+    suffix = FORMATS[target].suffix
+    precisions = FORMATS[target].precisions
+    backend = FORMATS[target].backend
     description = "ONNX (opset >= 17) for ONNX Runtime and TensorRT"
 
     def export(self, source: Source, out: Path) -> ExportResult:

@@ -24,6 +24,7 @@ from edgevid.export.base import (
     with_precision,
 )
 from edgevid.export.onnx import model_to_onnx
+from edgevid.formats import FORMATS
 from edgevid.meta import ArtifactMeta, write_openvino_meta
 
 
@@ -41,9 +42,9 @@ class OpenVINOExporter(Exporter):
     """Checkpoint or ONNX -> OpenVINO IR (.xml + .bin), checked through the OpenVINO CPU runtime."""
 
     target = "openvino"
-    suffix = ".xml"
-    backend = "openvino"
-    precisions = ("fp32", "fp16", "bf16", "int8")
+    suffix = FORMATS[target].suffix
+    precisions = FORMATS[target].precisions
+    backend = FORMATS[target].backend
     description = "OpenVINO IR for Intel CPUs, GPUs and NPUs"
 
     def export(self, source: Source, out: Path) -> ExportResult:
@@ -62,7 +63,7 @@ class OpenVINOExporter(Exporter):
                                    f"{_conversion_error(exc)}") from None
         meta = meta.replace(precision=precision if precision in ("fp16", "bf16") else meta.precision)
         write_openvino_meta(model, meta)
-        with atomic_files(out, out.with_suffix(".bin")) as (xml, _):
+        with atomic_files(*FORMATS["openvino"].files(out)) as (xml, _):
             ov.save_model(model, str(xml), compress_to_fp16=precision == "fp16")
             candidate = OpenVINOPredictor.open(xml, device="CPU", threads=self.options.threads)
             parity = check_parity(source, candidate, self.options, f"{out} (OpenVINO CPU)")

@@ -18,6 +18,7 @@ import torch
 from edgevid.errors import EdgevidError
 from edgevid.export.base import ExportResult, Parity, atomic_files
 from edgevid.export.onnx import export_onnx_module
+from edgevid.formats import FORMATS, STREAMING_TARGETS, is_checkpoint
 from edgevid.meta import ArtifactMeta, write_openvino_meta
 from edgevid.models.streaming import StreamingGraph
 from edgevid.precision import get_precision
@@ -35,8 +36,7 @@ from edgevid.runtime.streaming import (
 from edgevid.runtime.torch_backend import TorchPredictor
 from edgevid.utils.atomic import atomic_path
 
-STREAMING_TARGETS = ("onnx", "openvino")
-STREAMING_PRECISIONS = {"onnx": ("fp32",), "openvino": ("fp32", "fp16", "bf16")}
+STREAMING_PRECISIONS = {target: FORMATS[target].streaming_precisions for target in STREAMING_TARGETS}
 
 
 def streaming_layout(streaming_model, meta: ArtifactMeta) -> list[dict[str, Any]]:
@@ -108,13 +108,13 @@ def export_streaming(artifact: str | Path, target: str = "onnx", out: str | Path
         raise EdgevidError(f"--streaming --target {target} supports precision "
                            f"{' or '.join(STREAMING_PRECISIONS[target])}, not {precision}")
     path = Path(artifact)
-    if not (path.is_dir() or path.suffix.lower() in (".pt", ".pth", ".ckpt")):
+    if not is_checkpoint(path):
         raise EdgevidError(f"{path}: --streaming exports from a causal checkpoint or run directory")
     clip_predictor = TorchPredictor.open(path, threads=threads)
     torch_stream = TorchStreamingPredictor.from_model(clip_predictor.model, clip_predictor.meta,
                                                       clip_predictor.path)
     meta = clip_predictor.meta
-    suffix = ".onnx" if target == "onnx" else ".xml"
+    suffix = FORMATS[target].suffix
     base = clip_predictor.path.parent / meta.model if path.is_dir() else path.with_suffix("")
     out_path = Path(out) if out is not None else base.with_name(f"{base.name}.stream{suffix}")
     if out_path.suffix.lower() != suffix:
@@ -136,7 +136,7 @@ def export_streaming(artifact: str | Path, target: str = "onnx", out: str | Path
         out_meta = streaming_onnx(torch_stream.model, meta, onnx_path, opset).replace(precision=precision)
         model = ov.convert_model(str(onnx_path))
     write_openvino_meta(model, out_meta)
-    with atomic_files(out_path, out_path.with_suffix(".bin")) as (xml, _):
+    with atomic_files(*FORMATS["openvino"].files(out_path)) as (xml, _):
         ov.save_model(model, str(xml), compress_to_fp16=precision == "fp16")
         candidate = OpenVINOStreamingPredictor(OpenVINOPredictor.open(xml, device="CPU", threads=threads))
         parity = streaming_parity(reference, candidate, meta, tolerance)

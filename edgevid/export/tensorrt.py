@@ -44,6 +44,7 @@ from edgevid.export.base import (
     with_precision,
 )
 from edgevid.export.onnx import INPUT_NAME, OnnxExporter, finalize_onnx, to_fp16
+from edgevid.formats import FORMATS
 from edgevid.meta import ArtifactMeta, sidecar_path
 from edgevid.runtime.base import Predictor
 from edgevid.runtime.tensorrt_backend import tensorrt_major, tensorrt_module
@@ -206,8 +207,9 @@ class TensorRTExporter(Exporter):
     """Checkpoint or ONNX -> ONNX for TensorRT -> engine + sidecar metadata (or the trtexec command)."""
 
     target = "trt"
-    suffix = ".engine"
-    backend = "tensorrt"
+    suffix = FORMATS[target].suffix
+    precisions = FORMATS[target].precisions
+    backend = FORMATS[target].backend
     description = "TensorRT engine for NVIDIA GPUs and Jetson"
 
     def export(self, source: Source, out: Path) -> ExportResult:

@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from edgevid.errors import EdgevidError
+from edgevid.formats import is_checkpoint
 from edgevid.meta import ArtifactMeta
 from edgevid.runtime.base import Predictor
 from edgevid.runtime.buffer import EveryK, FrameRing, source_stride
@@ -390,7 +391,7 @@ def open_model(model: str | Path | Predictor, options: LiveOptions):
         return model
     from edgevid.meta import read_meta
 
-    checkpoint = Path(model).is_dir() or Path(model).suffix.lower() in (".pt", ".pth", ".ckpt")
+    checkpoint = is_checkpoint(model)
     if options.streaming or (not checkpoint and read_meta(model).streaming):
         from edgevid.runtime.streaming import load_streaming
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edgevid.errors import EdgevidError
+from edgevid.formats import FORMATS
 from edgevid.meta import read_meta
 from edgevid.precision import resolve_precision
 from edgevid.runtime.base import Predictor, register_backend
@@ -41,11 +42,11 @@ def execution_providers(device: str, available: list[str]) -> list:
     return [(p, device_id) for p in wanted] + ["CPUExecutionProvider"]
 
 
-@register_backend(".onnx")
+@register_backend(*FORMATS["onnx"].suffixes)
 class OnnxRuntimePredictor(Predictor):
     """An ONNX Runtime session with all graph optimisations, the clip input first."""
 
-    backend = "onnxruntime"
+    backend = FORMATS["onnx"].backend
 
     def __init__(self, session, meta, path: Path, device: str) -> None:
         super().__init__(meta, path, device)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgevid.errors import EdgevidError
+from edgevid.formats import FORMATS
 from edgevid.meta import openvino_meta, read_openvino_model
 from edgevid.precision import get_precision, resolve_precision
 from edgevid.runtime.base import Predictor, register_backend
@@ -95,9 +96,9 @@ def openvino_device(device: str, available: list[str]) -> str:
     return name
 
 
-@register_backend(".xml")
+@register_backend(*FORMATS["openvino"].suffixes)
 class OpenVINOPredictor(Predictor):
-    backend = "openvino"
+    backend = FORMATS["openvino"].backend
 
     def __init__(self, core, model, meta, path: Path, device: str, precision: str, threads: int | None) -> None:
         super().__init__(meta, path, device, precision)
@@ -112,7 +113,7 @@ class OpenVINOPredictor(Predictor):
     def open(cls, path: Path, device: str = "cpu", threads: int | None = None,
              precision: str | None = None) -> OpenVINOPredictor:
         path = Path(path)
-        if path.suffix.lower() != ".xml":
+        if path.suffix.lower() not in FORMATS["openvino"].suffixes:
             raise EdgevidError(f"{path}: an OpenVINO IR is an .xml file (with its .bin beside it)")
         model = read_openvino_model(path)
         meta = openvino_meta(model, str(path))

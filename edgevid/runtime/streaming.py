@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from edgevid.errors import EdgevidError
+from edgevid.formats import is_checkpoint
 from edgevid.meta import ArtifactMeta
 from edgevid.runtime.base import Predictor
 from edgevid.runtime.openvino_backend import compile_model, execution_precision
@@ -363,7 +364,7 @@ def load_streaming(artifact: str | Path, device: str = "cpu", threads: int | Non
     path = Path(artifact)
     if not path.exists():
         raise EdgevidError(f"{path}: no such artifact")
-    if path.is_dir() or path.suffix.lower() in (".pt", ".pth", ".ckpt"):
+    if is_checkpoint(path):
         return TorchStreamingPredictor.open(path, device=device, threads=threads, horizon=horizon,
                                             precision=precision)
     predictor = load(path, device=device, threads=threads, precision=precision)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from edgevid.errors import EdgevidError
+from edgevid.formats import FORMATS
 from edgevid.meta import read_meta
 from edgevid.precision import resolve_precision
 from edgevid.runtime.base import Predictor, register_backend
@@ -49,9 +50,9 @@ def _torch_dtypes(trt: Any) -> dict:
     return {getattr(trt.DataType, name): dtype for name, dtype in pairs.items() if hasattr(trt.DataType, name)}
 
 
-@register_backend(".engine", ".plan")
+@register_backend(*FORMATS["trt"].suffixes)
 class TensorRTPredictor(Predictor):
-    backend = "tensorrt"
+    backend = FORMATS["trt"].backend
 
     def __init__(self, trt: Any, engine: Any, meta, path: Path, device: str) -> None:
         super().__init__(meta, path, device)

@@ -9,13 +9,14 @@ import torch
 
 from edgevid.checkpoint import load_model, resolve_checkpoint
 from edgevid.errors import EdgevidError
+from edgevid.formats import FORMATS
 from edgevid.precision import resolve_precision
 from edgevid.runtime.base import Predictor, register_backend
 
 
-@register_backend(".pt", ".pth", ".ckpt")
+@register_backend(*FORMATS["torch"].suffixes)
 class TorchPredictor(Predictor):
-    backend = "torch"
+    backend = FORMATS["torch"].backend
 
     def __init__(self, model: torch.nn.Module, meta, path: Path, device: str, precision: str | None = None) -> None:
         super().__init__(meta, path, device, precision)
