@@ -165,11 +165,10 @@ def openvino_profile(xml: Path, shape: tuple[int, ...], threads: int, precision:
             kind = kinds.get(node.node_name, (None, 0))[0] or NODE_KINDS.get(node.node_type, "everything else")
             seconds[kind] += node.real_time.total_seconds() / iters
             if index == 0 and node.real_time.total_seconds() > 0:
-                exec_precision = node.exec_type.rsplit("_", 1)[-1].upper()
-                ran[kind][exec_precision] = ran[kind].get(exec_precision, 0) + 1
+                ran[kind][node.exec_type] = ran[kind].get(node.exec_type, 0) + 1
     return [{"precision": precision, "layers": kind, "gmacs": macs[kind] / 1e9, "ms": seconds[kind] * 1e3,
              "gflops": 2 * macs[kind] / seconds[kind] / 1e9 if macs[kind] and seconds[kind] else None,
-             "ran_as": ", ".join(f"{p} x{n}" for p, n in sorted(ran[kind].items(), key=lambda kv: -kv[1]))}
+             "kernels": ", ".join(f"{name} x{n}" for name, n in sorted(ran[kind].items(), key=lambda kv: -kv[1])[:3])}
             for kind in order if seconds[kind] > 0]
 
 
@@ -321,7 +320,8 @@ def main() -> None:
         notes_md += "\n\n## X3D-XS (4x160) under other runtime settings\n\n" + markdown_table(variants)
     if profile:
         notes_md += ("\n\n## Where OpenVINO spends the time (per-node profile, PERF_COUNT, summed by kind of layer; "
-                     "ran_as: the kernels' precisions and node counts; pct_of_gemm against the 2048^3 FP32 matmul)"
+                     "kernels: the three most used oneDNN kernels (ISA and precision in the name) and their node "
+                     "counts; pct_of_gemm against the 2048^3 FP32 matmul)"
                      "\n\n" + markdown_table(profile))
     write_results("backends", rows, {**info, "x3d_variants": variants, "openvino_profiles": profile},
                   notes=notes_md, columns=columns, directory=out)
@@ -333,7 +333,7 @@ def main() -> None:
         console.print(make_table(variants, ["setting", "p50_ms", "p95_ms"], title="X3D-XS settings",
                                  formats={"p50_ms": ".1f", "p95_ms": ".1f"}))
     if profile:
-        console.print(make_table(profile, ["model", "precision", "layers", "gmacs", "ms", "gflops", "ran_as"],
+        console.print(make_table(profile, ["model", "precision", "layers", "gmacs", "ms", "gflops", "kernels"],
                                  title="OpenVINO profiles", formats={"gmacs": ".3f", "ms": ".2f", "gflops": ".1f"}))
     for note in notes:
         console.print(note, highlight=False)

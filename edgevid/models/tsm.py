@@ -2,7 +2,7 @@
 
 Frames are folded into the batch and run through a 2D backbone; in the residual branch of each block
 ("blockres" placement) a :class:`TemporalShift` moves a fraction of the channels along time at zero cost.
-The shift is built only from slicing and ``torch.cat`` (no writes into a zeros tensor, which the ONNX
+The shift is built only from slicing, constant padding and ``torch.cat`` (no writes into a zeros tensor, which the ONNX
 exporter traces as a constant) and unfolds time with ``T`` taken from the input at run time, so exported
 graphs accept any batch and clip length.
 """
@@ -10,6 +10,7 @@ graphs accept any batch and clip length.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from edgevid.models.base import IMAGENET_MEAN, IMAGENET_STD, VideoHead, VideoModel
@@ -51,13 +52,14 @@ class TemporalShift(nn.Module):
 
     @staticmethod
     def _from_previous(part: torch.Tensor) -> torch.Tensor:
-        """Frame t takes frame t-1's values; frame 0 gets zeros."""
-        return torch.cat((torch.zeros_like(part[:, :1]), part[:, :-1]), dim=1)
+        """Frame t takes frame t-1's values; frame 0 gets zeros (a constant Pad: OpenVINO keeps an INT8 graph's
+        shift in INT8 through it, where zeros built from the tensor's shape left it in FP32)."""
+        return F.pad(part[:, :-1], (0, 0, 0, 0, 0, 0, 1, 0))
 
     @staticmethod
     def _from_next(part: torch.Tensor) -> torch.Tensor:
         """Frame t takes frame t+1's values; the last frame gets zeros."""
-        return torch.cat((part[:, 1:], torch.zeros_like(part[:, :1])), dim=1)
+        return F.pad(part[:, 1:], (0, 0, 0, 0, 0, 0, 0, 1))
 
     def extra_repr(self) -> str:
         return f"fold_div={self.fold_div}, mode={self.mode!r}"
