@@ -192,6 +192,9 @@ def side_by_side(machines: list[Path]) -> str | None:
     if len(measured) < 2:
         return None
     keys = list(dict.fromkeys(k for rows in measured.values() for k in rows))
+    models = list(dict.fromkeys(k[0] for k in keys))
+    order = ["fp32", "fp16", "bf16", "int8"]
+    keys.sort(key=lambda k: (models.index(k[0]), k[1], order.index(k[2]) if k[2] in order else len(order)))
     names = list(measured)
     lines = ["## Machines side by side: backends (batch-1 p50 ms, and x torch eager FP32 in the same run)", "",
              "| model | backend | precision | " + " | ".join(f"`{n}`" for n in names) + " |",
