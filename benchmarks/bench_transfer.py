@@ -135,8 +135,8 @@ def first_reaching(history: list[dict[str, Any]], top1: float) -> float | None:
 
 
 def top1_at(history: list[dict[str, Any]], minutes: float) -> float | None:
-    """Best val top-1 of the epochs finished by ``minutes``."""
-    done = [r["val_top1"] for r in history if r["minutes"] <= minutes + 1e-9 and r["val_top1"] is not None]
+    """Best val top-1 of the epochs finished by ``minutes`` (to the 0.01 min the column names are rounded to)."""
+    done = [r["val_top1"] for r in history if r["minutes"] <= minutes + 0.005 and r["val_top1"] is not None]
     return max(done) if done else None
 
 

@@ -35,6 +35,18 @@ STUDIES: dict[str, tuple[str, str, str]] = {
         "since the synthetic classes differ only over time.",
         ".venv/bin/python -m benchmarks.bench_training  # --quick: a small set, 1 epoch each (pipeline check)",
     ),
+    "transfer": (
+        "Transfer: fine-tuning imported weights vs training from scratch",
+        "X3D-XS is pretrained on one synthetic task (move_left, move_right, the two rotations, grow), its weights are "
+        "written in PyTorchVideo's `.pyth` layout and brought back with `edgevid import`, then trained on a second "
+        "task with other classes (move_up, move_down, shrink, appear, disappear) three ways for the same number of "
+        "epochs: from scratch (`x3d_xs` recipe), fine-tuned (`x3d_xs_finetune`: new head, head-only first epoch, "
+        "backbone at 0.1x, BN statistics frozen) and linear probing (only the classifier trains). Reported: val "
+        "top-1 against training minutes, when each run first reached the from-scratch run's best top-1, and top-1 "
+        "at equal times. Target: the fine-tuned model reaches the from-scratch best in at most a third of its time.",
+        "OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m benchmarks.bench_transfer --videos 40 --pretrain-epochs 40 "
+        "--epochs 25",
+    ),
     "data_throughput": (
         "Data pipeline throughput",
         "Synthetic data generation time, CPU milliseconds per clip to decode and to decode + augment + normalise, "

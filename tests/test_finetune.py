@@ -38,7 +38,7 @@ def test_head_swap_keeps_every_backbone_tensor(tmp_path):
     model = create_model("x3d_xs", num_classes=3, same_width_shortcut_bn=False)
     fresh_head = model.head.fc.weight.clone()
     report = load_init_weights(model, ckpt, ["a", "b", "c"], "k400.pt")
-    assert "new classifier for 3 classes" in report
+    assert "new classifier for the dataset's 3 classes" in report
     for key, value in model.state_dict().items():
         if key.startswith("head.fc."):
             assert value.shape[0] == 3
@@ -81,7 +81,7 @@ def test_finetune_to_new_classes_end_to_end(tmp_path, capsys):
     run = train(recipe, target_data, out=tmp_path / "run_b", init=first / "last.pt",
                 overrides=["model.freeze=backbone", "optim.head_warmup_epochs=0.5", "data.mean=null"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "new classifier for 4 classes (the checkpoint had 2)" in out
+    assert "new classifier for the dataset's 4 classes (the checkpoint's 2 classes differ)" in out
     tuned = load_checkpoint(run / "last.pt")
     assert tuned.meta.classes[:2] == source.meta.classes and tuned.meta.num_classes == 4
     assert tuned.meta.extra["init"] == str(first / "last.pt") and tuned.meta.mean == source.meta.mean

@@ -45,7 +45,8 @@ def load_init_weights(model: nn.Module, ckpt: Checkpoint, classes: Sequence[str]
             if name.startswith(HEAD_PREFIX):
                 state.pop(name)
                 state[name] = target[name]
-        how = f"new classifier for {len(classes)} classes (the checkpoint had {len(old)}); the rest loaded"
+        how = (f"new classifier for the dataset's {len(classes)} classes (the checkpoint's {len(old)} classes "
+               "differ); the rest loaded")
     unexpected = sorted(k for k in state if k not in target)
     missing = sorted(k for k in target if k not in state and not k.endswith("num_batches_tracked"))
     shapes = sorted(k for k in state if k in target and state[k].shape != target[k].shape)
