@@ -25,12 +25,8 @@ SIZE = 32
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is as fast and immune to a busy machine's thread contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here runs with one intra-op thread (tests/conftest.py)."""
 
 
 def _randomize_bn(model: nn.Module) -> nn.Module:

@@ -22,12 +22,8 @@ CLASSES = ["move_left", "move_right", "move_up"]
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a busy 2-core machine two OpenMP threads can be many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every test here runs with one intra-op thread (tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")

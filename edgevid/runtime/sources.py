@@ -59,15 +59,45 @@ class Source:
         """Release the device, file or connection."""
 
 
+class CaptureSource(Source):
+    """An OpenCV capture that ``_open`` makes, and makes again on :meth:`reconnect` (cameras, streams, pipelines)."""
+
+    capture = None
+    reopen_failed = "cannot reopen it"
+
+    def _open(self):
+        """A fresh, opened ``cv2.VideoCapture``, or None."""
+        raise NotImplementedError
+
+    def reconnect(self) -> None:
+        self.capture.release()
+        capture = self._open()
+        if capture is None:
+            raise SourceLost(f"{self.name}: {self.reopen_failed}")
+        self.capture = capture
+
+    def close(self) -> None:
+        self.capture.release()
+
+
+def _opened(capture):
+    """``capture`` if it opened, else None (released)."""
+    if capture.isOpened():
+        return capture
+    capture.release()
+    return None
+
+
 def _fps_of(capture, fallback: float) -> float:
     fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
     return fps if 1.0 <= fps <= 1000.0 else fallback
 
 
-class CameraSource(Source):
+class CameraSource(CaptureSource):
     """A local camera by index or V4L2 device path, with the requested resolution and fps and a one-frame driver
     buffer. A failed read (camera unplugged) is :class:`SourceLost`: the grabber reopens it with backoff."""
 
+    reopen_failed = "cannot reopen the camera"
     live = True
 
     def __init__(self, index: int | str, width: int | None = None, height: int | None = None,
@@ -104,16 +134,6 @@ class CameraSource(Source):
             raise SourceLost(f"{self.name}: camera stopped delivering frames")
         return frame
 
-    def reconnect(self) -> None:
-        self.capture.release()
-        capture = self._open()
-        if capture is None:
-            raise SourceLost(f"{self.name}: cannot reopen the camera")
-        self.capture = capture
-
-    def close(self) -> None:
-        self.capture.release()
-
 
 class VideoFileSource(Source):
     """A video file decoded by OpenCV's FFmpeg backend."""
@@ -139,9 +159,10 @@ class VideoFileSource(Source):
         self.capture.release()
 
 
-class StreamSource(Source):
+class StreamSource(CaptureSource):
     """A network stream (RTSP, HTTP, ...) with open/read timeouts, so a dead server never blocks for long."""
 
+    reopen_failed = "reconnect failed"
     live = True
 
     def __init__(self, url: str, timeout_s: float = 5.0) -> None:
@@ -154,28 +175,14 @@ class StreamSource(Source):
         self.fps = _fps_of(self.capture, DEFAULT_FPS)
 
     def _open(self):
-        capture = cv2.VideoCapture(self.name, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self.timeout_ms,
-                                                               cv2.CAP_PROP_READ_TIMEOUT_MSEC, self.timeout_ms])
-        if capture.isOpened():
-            return capture
-        capture.release()
-        return None
+        return _opened(cv2.VideoCapture(self.name, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self.timeout_ms,
+                                                                    cv2.CAP_PROP_READ_TIMEOUT_MSEC, self.timeout_ms]))
 
     def read(self) -> np.ndarray | None:
         ok, frame = self.capture.read()
         if not ok:
             raise SourceLost(f"{self.name}: stream stopped delivering frames")
         return frame
-
-    def reconnect(self) -> None:
-        self.capture.release()
-        capture = self._open()
-        if capture is None:
-            raise SourceLost(f"{self.name}: reconnect failed")
-        self.capture = capture
-
-    def close(self) -> None:
-        self.capture.release()
 
 
 def _natural_key(path: Path) -> list:
@@ -255,13 +262,14 @@ def parse_csi(spec: str, width: int | None = None, height: int | None = None, fp
     return csi_pipeline(int(match.group(1)), width, height, fps, int(match.group(2) or 0))
 
 
-class GStreamerSource(Source):
+class GStreamerSource(CaptureSource):
     """A GStreamer pipeline ending in ``appsink``, opened with OpenCV's GStreamer backend.
 
     Camera and network pipelines are live (a failed read reconnects with backoff); a pipeline reading a file
     (``filesrc``) or with ``num-buffers`` ends when it runs out.
     """
 
+    reopen_failed = "cannot restart the pipeline"
     def __init__(self, pipeline: str, name: str | None = None, fps: float | None = None) -> None:
         self.pipeline = pipeline.strip()
         self.name = name or self.pipeline
@@ -279,11 +287,7 @@ class GStreamerSource(Source):
         self.fps = _fps_of(self.capture, fps or DEFAULT_FPS)
 
     def _open(self):
-        capture = cv2.VideoCapture(self.pipeline, cv2.CAP_GSTREAMER)
-        if capture.isOpened():
-            return capture
-        capture.release()
-        return None
+        return _opened(cv2.VideoCapture(self.pipeline, cv2.CAP_GSTREAMER))
 
     def read(self) -> np.ndarray | None:
         ok, frame = self.capture.read()
@@ -292,16 +296,6 @@ class GStreamerSource(Source):
         if self.live:
             raise SourceLost(f"{self.name}: pipeline stopped delivering frames")
         return None
-
-    def reconnect(self) -> None:
-        self.capture.release()
-        capture = self._open()
-        if capture is None:
-            raise SourceLost(f"{self.name}: cannot restart the pipeline")
-        self.capture = capture
-
-    def close(self) -> None:
-        self.capture.release()
 
 
 V4L2_DEVICE = re.compile(r"^/dev/video\d+$")

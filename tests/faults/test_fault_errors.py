@@ -4,30 +4,19 @@ a video goes, a video where a dataset goes."""
 from pathlib import Path
 
 import pytest
-import torch
 
 from edgevid.cli import main
 from edgevid.data.datasets import find_split
-from edgevid.data.synth import SynthConfig, generate_synth
 from edgevid.errors import EdgevidError
 from edgevid.meta import read_meta
 
 TINY = Path(__file__).parents[2] / "recipes" / "tiny.yaml"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth")
-    generate_synth(root, SynthConfig(classes=2, videos_per_class=2, val_per_class=1, frames=8, size=32),
-                   show_progress=False, overwrite=True)
+def data(data):
+    """The shared dataset plus a broken video listed in train."""
+    root = data
     (root / "train" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
     label = find_split(root, "train").classes[0]
     with (root / "train.csv").open("a") as f:

@@ -5,30 +5,12 @@ import shlex
 from pathlib import Path
 
 import pytest
-import torch
 
 from edgevid.cli import main
-from edgevid.data.synth import SynthConfig, generate_synth
 from edgevid.train import engine
 from edgevid.train.engine import newest_checkpoint
 
 TINY = Path(__file__).parents[2] / "recipes" / "tiny.yaml"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth")
-    generate_synth(root, SynthConfig(classes=2, videos_per_class=2, val_per_class=1, frames=8, size=32),
-                   show_progress=False, overwrite=True)
-    return root
 
 
 def _interrupt_epoch(monkeypatch, at: int) -> None:

@@ -17,7 +17,6 @@ import edgevid.meta
 import edgevid.utils.atomic
 import edgevid.utils.plotting
 from edgevid.checkpoint import load_checkpoint
-from edgevid.data.synth import SynthConfig, generate_synth
 from edgevid.train import engine, train
 from edgevid.train.engine import newest_checkpoint, read_metrics
 
@@ -31,22 +30,6 @@ _REAL_ATOMIC = edgevid.utils.atomic.atomic_path
 
 class _Killed(BaseException):
     """Stands in for SIGKILL: nothing after it runs, not even the writer's own cleanup of its temporary file."""
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth")
-    generate_synth(root, SynthConfig(classes=2, videos_per_class=2, val_per_class=1, frames=8, size=32),
-                   show_progress=False, overwrite=True)
-    return root
 
 
 def _validate(self):
