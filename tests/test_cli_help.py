@@ -63,3 +63,14 @@ def test_help_renders_for_every_command(capsys):
     for path in COMMANDS:
         assert main([*path[1:], "--help"]) == 0, path
         assert "Usage: edgevid" in capsys.readouterr().out
+
+
+def test_output_off_a_terminal_is_not_cut_to_80_columns():
+    import os
+    import subprocess
+    import sys
+
+    code = "from edgevid.utils.console import PIPED_WIDTH, console; print(console.width == PIPED_WIDTH)"
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    piped = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert piped.stdout.strip() == "True"

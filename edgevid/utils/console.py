@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -16,8 +17,21 @@ from rich.progress import (
 )
 from rich.table import Table
 
-console = Console()
-err_console = Console(stderr=True)
+# Off a terminal (piped, redirected, captured) rich would lay everything out 80 columns wide and cut paths in tables.
+PIPED_WIDTH = 200
+
+
+def _console(stderr: bool = False) -> Console:
+    """A console at the terminal's width, or :data:`PIPED_WIDTH` columns when output is not a terminal (``COLUMNS``
+    still wins)."""
+    probe = Console(stderr=stderr)
+    if probe.is_terminal or os.environ.get("COLUMNS"):
+        return probe
+    return Console(stderr=stderr, width=PIPED_WIDTH)
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 
 def progress(transient: bool = False) -> Progress:
