@@ -223,3 +223,16 @@ def test_jetson_shared_gpu_memory_is_read_from_meminfo(tmp_path):
     meminfo.write_text("MemTotal:        7620000 kB\nNvMapMemUsed:     524288 kB\n")
     assert _meminfo_kb("NvMapMemUsed", meminfo) == 524288
     assert _meminfo_kb("Missing", meminfo) is None
+
+
+def test_a_source_too_short_for_one_window_fails_with_the_reason(checkpoint, tmp_path, capsys):
+    """A PNG renamed to .mp4 decodes as one frame: no window, no prediction, so the run fails instead of exit 0."""
+    fake = tmp_path / "fake.mp4"
+    cv2.imwrite(str(tmp_path / "frame.png"), np.full((48, 48, 3), 128, np.uint8))
+    fake.write_bytes((tmp_path / "frame.png").read_bytes())
+    report = tmp_path / "report.json"
+    code = main(["live", "--model", str(checkpoint), "--source", str(fake), "--report", str(report)])
+    assert code == 1
+    assert "ended after 1 frame(s) without a single prediction" in capsys.readouterr().err
+    data = json.loads(report.read_text())
+    assert data["failed"] and data["predictions"] == 0 and data["frames_captured"] == 1

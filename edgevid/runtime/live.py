@@ -569,7 +569,10 @@ class LiveLoop:
                 continue
             frame = stream.grabber.get(timeout=0)
             if frame is None:
-                if stream.grabber.finished:
+                if stream.grabber.finished and stream.predictions == 0 and not stream.grabber.failed:
+                    stream.end(f"{stream.source.name} ended after {stream.grabber.captured} frame(s) without a single "
+                               "prediction: fewer frames than the model's first window needs (or not a video)", True)
+                elif stream.grabber.finished:
                     stream.end(stream.grabber.end_reason or "end of source", stream.grabber.failed)
                 elif now - stream.waiting_since > self.options.stall_timeout:
                     stream.end(f"source stalled (no frame for {self.options.stall_timeout:g} s)", True)
