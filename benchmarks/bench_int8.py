@@ -100,7 +100,8 @@ def bench_model(recipe: str, run: Path, data: Path, valset: ValidationSet, calib
                                                  threads=threads).path
     artifacts[(TRT_BACKEND, "int8")] = results["trt"].path
     floats = {"onnxruntime": results["onnx"], "openvino": results["openvino"], TRT_BACKEND: results["trt"]}
-    scores = {key: valset.scores(load(path, threads=threads).predict) for key, path in artifacts.items()}
+    predictors = {key: load(path, threads=threads) for key, path in artifacts.items()}
+    scores = {key: valset.scores(predictor.predict) for key, predictor in predictors.items()}
     predictions = {key: value.argmax(1) for key, value in scores.items()}
     model = create_model(meta.model, num_classes=meta.num_classes, **meta.arch)
     common = {"recipe": recipe, "model": meta.model, "input": f"{meta.frames}x{meta.size}",
@@ -114,7 +115,7 @@ def bench_model(recipe: str, run: Path, data: Path, valset: ValidationSet, calib
                "drop": float(100.0 * (reference == valset.labels).mean()) - top1,
                "agreement": float((predictions[(backend, precision)] == reference).mean()),
                "max_logit_diff": float(np.abs(scores[(backend, precision)] - scores[fp32_key]).max()),
-               "execution": load(path, threads=threads).execution}
+               "execution": predictors[(backend, precision)].execution}
         if precision == "int8":
             row["float_layers"] = len(floats[backend].float_layers)
         entries.append((row, path))

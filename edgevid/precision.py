@@ -73,7 +73,7 @@ def resolve_precision(backend: str, artifact_precision: str, requested: str | No
         raise EdgevidError(f"{label}: a {artifact_precision} artifact runs on {backend} as "
                            f"{' or '.join(runs)}, not {precision}")
     if precision == "bf16" and backend == "torch" and device == "cpu" and not cpu_has_bf16():
-        raise EdgevidError(f"{label}: bf16 needs a CPU with AVX512_BF16 or AMX, and this one has neither "
+        raise EdgevidError(f"{label}: bf16 needs a CPU with AVX512_BF16 or AMX; this one has no BF16 arithmetic "
                            f"(detected: {describe_cpu()})")
     return precision
 

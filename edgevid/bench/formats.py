@@ -27,7 +27,8 @@ from edgevid.errors import EdgevidError
 from edgevid.formats import BACKEND_TARGETS, EXPORT_TARGETS, FORMATS, TARGET_BACKENDS
 from edgevid.formats import TARGETS as TARGETS  # re-exported: edgevid.bench.TARGETS
 from edgevid.meta import ArtifactMeta
-from edgevid.precision import NO_BF16, cpu_has_bf16, describe_cpu
+from edgevid.precision import resolve_precision
+from edgevid.runtime.openvino_backend import precision_hint
 
 SUFFIXES = {target: FORMATS[target].suffix for target in EXPORT_TARGETS}
 RUN_CALIBRATION = "calibration.json"
@@ -98,18 +99,14 @@ class FormatBuilder:
 
     @staticmethod
     def _check_bf16(fmt: Format) -> None:
-        """:class:`FormatUnavailable` where ``fmt``'s backend or this machine has no BF16 arithmetic."""
-        backend = TARGET_BACKENDS[fmt.target]
-        if backend in NO_BF16:
-            raise FormatUnavailable(NO_BF16[backend])
-        if backend == "openvino":
-            from edgevid.runtime.openvino_backend import device_capabilities
-
-            if "BF16" not in device_capabilities("CPU"):
-                raise FormatUnavailable(f"OpenVINO CPU lists no BF16 (its capabilities: "
-                                        f"{', '.join(device_capabilities('CPU'))}; CPU features: {describe_cpu()})")
-        elif not cpu_has_bf16():
-            raise FormatUnavailable(f"this CPU has no BF16 arithmetic (AVX512_BF16 or AMX); detected: {describe_cpu()}")
+        """:class:`FormatUnavailable`, with the runtime's own reason, where ``fmt`` cannot run BF16 here."""
+        try:
+            if fmt.target == "openvino":
+                precision_hint("bf16", "CPU")
+            else:
+                resolve_precision(TARGET_BACKENDS[fmt.target], "fp32", "bf16", "cpu", fmt.key)
+        except EdgevidError as exc:
+            raise FormatUnavailable(str(exc)) from None
 
     def _export(self, source: Path, fmt: Format, **options) -> Path:
         from edgevid.pipeline import export

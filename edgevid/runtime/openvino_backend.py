@@ -43,8 +43,10 @@ def precision_hint(precision: str, device: str = "CPU") -> str:
     if hint == "f16" and "FP16" not in capabilities:
         return "f32"
     if hint == "bf16" and capabilities and "BF16" not in capabilities:
-        raise EdgevidError(f"bf16 is not available on OpenVINO {device.upper()}: its OPTIMIZATION_CAPABILITIES are "
-                           f"{', '.join(capabilities)} (BF16 needs a CPU with AVX512_BF16 or AMX)")
+        name = device.upper()
+        raise EdgevidError(f"bf16 is not available on OpenVINO {name}: OpenVINO {name} lists no BF16 (its "
+                           f"OPTIMIZATION_CAPABILITIES: {', '.join(capabilities)}; BF16 needs a CPU with AVX512_BF16 "
+                           "or AMX)")
     return hint
 
 

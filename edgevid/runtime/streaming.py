@@ -25,12 +25,14 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from edgevid.errors import EdgevidError
 from edgevid.formats import is_checkpoint
 from edgevid.meta import ArtifactMeta
 from edgevid.runtime.base import Predictor
 from edgevid.runtime.openvino_backend import compile_model, execution_precision
+from edgevid.runtime.torch_backend import TorchPredictor, torch_execution, torch_inference
 
 FRAME_INPUT = "frame"
 LOGITS_OUTPUT = "logits"
@@ -145,11 +147,10 @@ class TorchStreamingPredictor(StreamingPredictor):
                  horizon: int | None = None, precision: str | None = None) -> None:
         super().__init__(meta, path, device, [spec.kind for spec in streaming_model.specs], horizon, precision)
         self.model = streaming_model
-        self.autocast = self.precision == "bf16"
 
     @property
     def execution(self) -> str:
-        return "bf16 (autocast)" if self.autocast else "fp32"
+        return torch_execution(self.precision)
 
     @classmethod
     def from_model(cls, model, meta: ArtifactMeta, path: Path, device: str = "cpu",
@@ -165,8 +166,6 @@ class TorchStreamingPredictor(StreamingPredictor):
     @classmethod
     def open(cls, path: Path, device: str = "cpu", threads: int | None = None,
              horizon: int | None = None, precision: str | None = None) -> TorchStreamingPredictor:
-        from edgevid.runtime.torch_backend import TorchPredictor
-
         clip_predictor = TorchPredictor.open(path, device=device, threads=threads, precision=precision)
         return cls.from_model(clip_predictor.model, clip_predictor.meta, clip_predictor.path, device, horizon,
                               clip_predictor.precision)
@@ -175,10 +174,7 @@ class TorchStreamingPredictor(StreamingPredictor):
         return self.model.initial_states(batch, self.meta.size)
 
     def _step(self, frame: np.ndarray, states: list) -> tuple[np.ndarray, list]:
-        import torch
-
-        with torch.inference_mode(), torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16,
-                                                    enabled=self.autocast):
+        with torch_inference(self.device, self.precision):
             logits, *new_states = self.model(torch.from_numpy(frame).to(self.device), *states)
         return logits.float().cpu().numpy(), new_states
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,19 @@ from edgevid.precision import resolve_precision
 from edgevid.runtime.base import Predictor, register_backend
 
 
+@contextlib.contextmanager
+def torch_inference(device: str, precision: str) -> Iterator[None]:
+    """No-grad inference on ``device``, under BF16 autocast when ``precision`` is ``bf16``."""
+    with torch.inference_mode(), torch.autocast(device.split(":")[0], dtype=torch.bfloat16,
+                                                enabled=precision == "bf16"):
+        yield
+
+
+def torch_execution(precision: str) -> str:
+    """What the torch backend computes in for ``precision``: FP32, or BF16 through autocast."""
+    return "bf16 (autocast)" if precision == "bf16" else "fp32"
+
+
 @register_backend(*FORMATS["torch"].suffixes)
 class TorchPredictor(Predictor):
     backend = FORMATS["torch"].backend
@@ -21,11 +36,10 @@ class TorchPredictor(Predictor):
     def __init__(self, model: torch.nn.Module, meta, path: Path, device: str, precision: str | None = None) -> None:
         super().__init__(meta, path, device, precision)
         self.model = model
-        self.autocast = self.precision == "bf16"
 
     @property
     def execution(self) -> str:
-        return "bf16 (autocast)" if self.autocast else "fp32"
+        return torch_execution(self.precision)
 
     @classmethod
     def open(cls, path: Path, device: str = "cpu", threads: int | None = None,
@@ -44,8 +58,7 @@ class TorchPredictor(Predictor):
     def _accepts_frames(self, frames: int) -> bool:
         return frames >= self.model.min_frames and frames % self.model.frame_multiple == 0
 
-    @torch.inference_mode()
     def _run(self, clips: np.ndarray) -> np.ndarray:
-        with torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16, enabled=self.autocast):
+        with torch_inference(self.device, self.precision):
             out = self.model(torch.from_numpy(clips).to(self.device))
         return out.float().cpu().numpy()
