@@ -39,6 +39,7 @@ class ArtifactMeta:
     std: tuple[float, float, float]
     head: str = "clip"
     fps: float = 30.0
+    clip_seconds: float | None = None  # a dense clip's span in seconds; None: sampling_stride is in frames
     precision: str = "fp32"
     arch: dict[str, Any] = field(default_factory=dict)
     streaming: bool = False
@@ -57,6 +58,10 @@ class ArtifactMeta:
             raise EdgevidError("metadata mean/std must have 3 values (RGB)")
         if self.frames < 1 or self.size < 1 or self.sampling_stride < 1:
             raise EdgevidError("metadata frames, size and sampling_stride must be positive")
+        if self.clip_seconds is not None:
+            self.clip_seconds = float(self.clip_seconds)
+            if not self.clip_seconds > 0:
+                raise EdgevidError("metadata clip_seconds must be positive (or absent for a stride in frames)")
 
     @property
     def num_classes(self) -> int:

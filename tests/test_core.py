@@ -27,6 +27,17 @@ def test_meta_json_roundtrip_and_validation():
         ArtifactMeta.from_dict({k: v for k, v in meta.to_dict().items() if k != "classes"})
 
 
+def test_meta_clip_seconds_roundtrip_and_old_artifacts():
+    seconds = _meta(clip_seconds=1.28)
+    assert ArtifactMeta.from_json(seconds.to_json()).clip_seconds == 1.28
+    old = _meta().to_dict()
+    del old["clip_seconds"]  # an artifact written before the field existed
+    loaded = ArtifactMeta.from_dict(old)
+    assert loaded.clip_seconds is None and loaded.sampling_stride == 2
+    with pytest.raises(EdgevidError, match="clip_seconds"):
+        _meta(clip_seconds=0)
+
+
 def test_checkpoint_roundtrip(tmp_path):
     meta = _meta()
     model = create_model("tiny3d", num_classes=3, width=8).eval()
