@@ -1,9 +1,9 @@
 """The ``edgevid`` command line: thin wrappers over the Python API.
 
 Every command is a plain function of the API; this module only parses options and prints results.
-User errors (:class:`EdgevidError`, ``ValueError``, missing files) and usage errors (an unknown option) are shown
-as one line with exit code 2; Ctrl-C as one line saying what was kept, with exit code 130;
-``--verbose`` shows the traceback instead.
+User errors (:class:`EdgevidError`, ``ValueError``, missing files) are shown as one line with exit code 1, usage
+errors (an unknown option, a missing argument) as one line with exit code 2; Ctrl-C as one line saying what was
+kept, with exit code 130; ``--verbose`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -690,9 +690,10 @@ def _command_name(args: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``edgevid`` console script and ``python -m edgevid``.
 
-    Exit codes: 0 done, 2 a user or usage error (one ``error:`` line naming the file or option), 1 a run that
-    failed on its own terms (e.g. a live stream lost for good, a benchmark where no format ran), 130 interrupted
-    (one line saying what was kept and how to continue).
+    Exit codes: 0 done, 1 a user error (one ``error:`` line naming the file, key or option) or a run that failed
+    on its own terms (e.g. a live stream lost for good, a benchmark where no format ran), 2 a usage error (bad
+    option syntax: an unknown option, a missing argument or value), 130 interrupted (one line saying what was
+    kept and how to continue).
     """
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
@@ -723,7 +724,7 @@ def main(argv: list[str] | None = None) -> int:
         if _state["verbose"]:
             raise
         err_console.print(f"[bold red]error:[/] {_user_message(exc)}", highlight=False, soft_wrap=True)
-        return 2
+        return 1
     return 0
 
 if __name__ == "__main__":

@@ -126,7 +126,7 @@ def test_bad_options_are_clear_errors(run_dir):
         BenchOptions(streaming=True, batches=(1, 4))
     with pytest.raises(EdgevidError, match="--data"):
         BenchOptions(data="/no/such/dir")
-    assert main(["bench", str(run_dir), "--batch", "1,x"]) == 2
+    assert main(["bench", str(run_dir), "--batch", "1,x"]) == 1
 
 
 def test_time_callable_is_time_boxed():

@@ -92,7 +92,7 @@ def test_cli_builds_a_manifest_and_rejects_bad_input(synth, tmp_path, capsys):
     manifest = load_manifest(out)
     assert manifest.model == "tiny3d" and manifest.preprocessing.size == 32 and len(manifest.clips) == 6
     bad = tmp_path / "bad.json"
-    assert main(["calib", "build", "--data", str(synth), "--model", "tiny3d", "--num", "0", "--out", str(bad)]) == 2
+    assert main(["calib", "build", "--data", str(synth), "--model", "tiny3d", "--num", "0", "--out", str(bad)]) == 1
     assert "--num must be >= 1" in capsys.readouterr().err and not bad.exists()
-    assert main(["calib", "build", "--data", str(synth), "--num", "2", "--out", str(bad)]) == 2
+    assert main(["calib", "build", "--data", str(synth), "--num", "2", "--out", str(bad)]) == 1
     assert "exactly one of --artifact" in capsys.readouterr().err and not bad.exists()

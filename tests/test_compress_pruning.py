@@ -97,6 +97,6 @@ def test_bad_ratios_and_inputs_write_nothing(tmp_path, capsys):
         (run / "recipe.yaml").unlink()
         prune(run, 0.5, data, out=tmp_path / "out")
     assert not (tmp_path / "out").exists()
-    assert main(["prune", str(run), "--ratio", "2", "--data", str(data)]) == 2
+    assert main(["prune", str(run), "--ratio", "2", "--data", str(data)]) == 1
     assert "must be in (0, 1)" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "run"]

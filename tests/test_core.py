@@ -91,7 +91,7 @@ def test_sidecar_metadata(tmp_path):
 
 
 def test_cli_errors_are_one_line_with_nonzero_exit(capsys):
-    assert main(["models", "no_such_model*"]) == 2
+    assert main(["models", "no_such_model*"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "no model matches" in err and "\n" not in err
     assert main(["--version"]) == 0

@@ -130,4 +130,4 @@ def test_cli_synth_and_info(tmp_path, capsys):
     assert info["counts"] == {"move_left": {"train": 1, "val": 1}, "move_right": {"train": 1, "val": 1}}
     assert main(["data", "info", str(out)]) == 0
     assert "move_right" in capsys.readouterr().out
-    assert main(["data", "synth", str(tmp_path / "x"), "--classes", "12"]) == 2
+    assert main(["data", "synth", str(tmp_path / "x"), "--classes", "12"]) == 1

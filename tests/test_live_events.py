@@ -102,7 +102,7 @@ def test_events_to_stdout_from_the_cli(tmp_path, capsys, monkeypatch):
     assert main(["live", "--model", "m.pt", "--source", "cam", "--events", "-", "--smooth", "none"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [e["label"] for e in lines if e["event"] == "label"] == ["dark", "bright", "dark", "bright"]
-    assert main(["live", "--model", "m.pt", "--source", "cam", "--events", str(tmp_path / "no" / "e.jsonl")]) == 2
+    assert main(["live", "--model", "m.pt", "--source", "cam", "--events", str(tmp_path / "no" / "e.jsonl")]) == 1
     assert "--events" in capsys.readouterr().err
 
 

@@ -159,11 +159,11 @@ def test_duration_limit_and_stalled_source(checkpoint):
 
 
 def test_unopenable_camera_and_url_exit_non_zero(checkpoint, capsys):
-    assert main(["live", "--model", str(checkpoint), "--camera", "9"]) == 2
+    assert main(["live", "--model", str(checkpoint), "--camera", "9"]) == 1
     assert "camera 9: cannot be opened" in capsys.readouterr().err
-    assert main(["live", "--model", str(checkpoint), "--source", "rtsp://127.0.0.1:1/cam"]) == 2
+    assert main(["live", "--model", str(checkpoint), "--source", "rtsp://127.0.0.1:1/cam"]) == 1
     assert "cannot open the stream" in capsys.readouterr().err
-    assert main(["live", "--model", str(checkpoint)]) == 2
+    assert main(["live", "--model", str(checkpoint)]) == 1
     assert "exactly one of --camera" in capsys.readouterr().err
 
 

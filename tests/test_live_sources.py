@@ -76,7 +76,7 @@ def test_gstreamer_pipeline_without_gstreamer_names_the_fix(monkeypatch, checkpo
     assert str(info.value).startswith(f"--source {PIPELINE}: a GStreamer pipeline needs OpenCV with GStreamer")
     with pytest.raises(EdgevidError, match="GStreamer"):
         open_source("csi://0")
-    assert main(["live", "--model", str(checkpoint), "--source", PIPELINE]) == 2
+    assert main(["live", "--model", str(checkpoint), "--source", PIPELINE]) == 1
     err = capsys.readouterr().err
     assert "GStreamer" in err and "no such video file" not in err
 

@@ -147,11 +147,11 @@ def test_user_errors(runs, dataset, tmp_path, capsys):
         train(TINY, dataset, run)
     with pytest.raises(EdgevidError, match="nothing to resume"):
         train(TINY, dataset, tmp_path / "new", resume=True)
-    assert main(["eval", str(run), "--data", str(dataset), "--views", "3by3"]) == 2
+    assert main(["eval", str(run), "--data", str(dataset), "--views", "3by3"]) == 1
     assert "--views" in capsys.readouterr().err
-    assert main(["predict", str(run), str(tmp_path / "missing.mp4")]) == 2
+    assert main(["predict", str(run), str(tmp_path / "missing.mp4")]) == 1
     assert main(["train", "--recipe", str(TINY), "--data", str(dataset), "--out", str(tmp_path / "r"),
-                 "optim.lr=fast"]) == 2
+                 "optim.lr=fast"]) == 1
     assert "optim.lr: expected float, got 'fast'" in capsys.readouterr().err
     with pytest.raises(EdgevidError, match="no such data directory"):
         train(TINY, tmp_path / "nowhere", tmp_path / "r2")

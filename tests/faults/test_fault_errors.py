@@ -36,7 +36,7 @@ def test_strict_with_loader_workers_names_the_file(data, tmp_path, capsys):
     code = main(["train", "-r", str(TINY), "-d", str(data), "-o", str(tmp_path / "run"), "data.strict=true",
                  "train.workers=1", "train.batch_size=5", "train.epochs=1"])
     line = _error_line(capsys)
-    assert code == 2
+    assert code == 1
     assert "broken.mp4" in line and "worker process 0" not in line and "Caught" not in line, line
 
 
@@ -46,13 +46,13 @@ def test_empty_model_files_say_so(tmp_path, data, capsys):
         with pytest.raises(EdgevidError, match=rf"{name}: empty file \(0 bytes\), not {kind}"):
             read_meta(tmp_path / name)
     video = next((data / "val").rglob("*.mp4"))
-    assert main(["predict", str(tmp_path / "model.onnx"), str(video)]) == 2
+    assert main(["predict", str(tmp_path / "model.onnx"), str(video)]) == 1
     assert "model.onnx: empty file (0 bytes), not an ONNX model" in _error_line(capsys)
 
 
 def test_a_folder_where_a_video_goes(tmp_path, capsys):
     (tmp_path / "run").mkdir()
-    assert main(["predict", str(tmp_path / "model.onnx"), str(tmp_path / "run")]) == 2
+    assert main(["predict", str(tmp_path / "model.onnx"), str(tmp_path / "run")]) == 1
     assert f"{tmp_path / 'run'}: is a folder, expected a video file" in _error_line(capsys)
     from edgevid.data.decode import VideoDecodeError, VideoReader
 
@@ -62,7 +62,7 @@ def test_a_folder_where_a_video_goes(tmp_path, capsys):
 
 def test_a_video_passed_as_data(data, tmp_path, capsys):
     video = next((data / "val").rglob("*.mp4"))
-    assert main(["data", "info", str(video)]) == 2
+    assert main(["data", "info", str(video)]) == 1
     assert f"--data {video}: is a video file; expected a dataset folder" in _error_line(capsys)
     binary = tmp_path / "list.txt"
     binary.write_bytes(b"\x00\xb5\xff" * 20)
