@@ -226,3 +226,24 @@ def test_dataset_info_counts(tmp_path):
     assert info["counts"] == {"a": {"train": 2, "val": 1}, "b": {"train": 2, "val": 1}}
     with pytest.raises(EdgevidError, match="not found"):
         dataset_info(tmp_path / "nope")
+
+
+def test_clip_seconds_give_clips_of_equal_time_on_videos_of_different_fps(tmp_path):
+    _flat_video(tmp_path / "a" / "slow.mp4", count=30, fps=15)  # both 2 s long
+    _flat_video(tmp_path / "a" / "fast.mp4", count=60, fps=30)
+    (tmp_path / "train.csv").write_text("a/slow.mp4,a\na/fast.mp4,a\n")
+    seconds = _build(tmp_path, clip_seconds=1.6)  # 4 frames: every 6th frame at 15 fps, every 12th at 30 fps
+    slow, fast = (_frame_indices(seconds[i][0]) for i in range(2))
+    assert np.diff(slow).tolist() == [6, 6, 6] and np.diff(fast).tolist() == [12, 12, 12]
+    assert (slow[-1] - slow[0]) / 15 == (fast[-1] - fast[0]) / 30 == pytest.approx(1.2)
+    assert abs(slow[0] / 15 - fast[0] / 30) <= 1 / 15  # both centred in the 2 s
+    trained = _build(tmp_path, clip_seconds=1.6, train=True)
+    for _ in range(3):
+        slow, fast = (_frame_indices(trained[i][0]) for i in range(2))
+        assert np.diff(slow).tolist() == [6, 6, 6] and np.diff(fast).tolist() == [12, 12, 12]
+    jittered = _build(tmp_path, clip_seconds=1.6, train=True, augment=AugmentConfig(stride_jitter=0.3, flip=False))
+    spans = {tuple(np.diff(_frame_indices(jittered.load(1, seed=(0, 0, k))[0]))) for k in range(6)}
+    assert len(spans) > 1  # stride jitter still applies on top of the per-video stride
+    frames_stride = _build(tmp_path)  # no clip_seconds: 2 frames apart whatever the fps
+    assert np.diff(_frame_indices(frames_stride[0][0])).tolist() == [2, 2, 2]
+    assert np.diff(_frame_indices(frames_stride[1][0])).tolist() == [2, 2, 2]

@@ -10,8 +10,10 @@ from edgevid.data.sampling import (
     dense_indices,
     dense_start,
     jittered_stride,
+    seconds_stride,
     segment_indices,
     train_indices,
+    video_stride,
     view_indices,
 )
 
@@ -74,3 +76,31 @@ def test_crop_boxes_along_the_long_side():
     assert crop_boxes(160, 120, 3) == [(0, 0, 120), (20, 0, 120), (40, 0, 120)]
     assert crop_boxes(120, 160, 1) == [(0, 20, 120)]
     assert crop_boxes(64, 64, 3) == [(0, 0, 64)] * 3
+
+
+def test_clip_seconds_equals_the_frame_stride_it_describes():
+    # PyTorchVideo's convention: clip_seconds = frames * stride / fps; 1.28 s of 25 fps video = 4 frames every 8th
+    stride = seconds_stride(1.28, 4, 25.0)
+    assert stride == pytest.approx(8.0)
+    for num_frames in (20, 25, 48, 200):
+        assert [v.tolist() for v in view_indices(num_frames, 4, stride, "dense", 3)] == \
+            [v.tolist() for v in view_indices(num_frames, 4, 8, "dense", 3)]
+        rng_a, rng_b = np.random.default_rng(7), np.random.default_rng(7)
+        for _ in range(20):
+            assert train_indices(num_frames, 4, stride, "dense", rng_a, 0.15).tolist() == \
+                train_indices(num_frames, 4, 8, "dense", rng_b, 0.15).tolist()
+    assert video_stride(8, 4, 60.0) == 8  # no clip_seconds: the stride stays in frames
+    with pytest.raises(ValueError, match="clip_seconds"):
+        seconds_stride(0.0, 4, 25.0)
+
+
+@pytest.mark.parametrize("fps", [15.0, 25.0, 30.0, 60.0])
+def test_clip_seconds_span_the_same_time_at_any_fps(fps):
+    clip_seconds, frames = 1.28, 4
+    num_frames = 10 * int(fps)
+    indices = view_indices(num_frames, frames, video_stride(2, frames, fps, clip_seconds), "dense")[0]
+    times = (indices - indices[0]) / fps
+    expected = np.arange(frames) * clip_seconds / frames  # 0, 0.32, 0.64, 0.96 s
+    assert np.abs(times - expected).max() <= 0.5 / fps + 1e-9  # rounding to whole frames only
+    centre = (indices[0] + indices[-1]) / 2 / fps
+    assert centre == pytest.approx((num_frames - 1) / 2 / fps, abs=1.0 / fps)  # centred in the 10 s video

@@ -45,7 +45,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from edgevid.data.decode import VIDEO_EXTENSIONS, VideoCache, VideoDecodeError
-from edgevid.data.sampling import check_mode, crop_boxes, train_indices, view_indices
+from edgevid.data.sampling import check_mode, crop_boxes, train_indices, video_stride, view_indices
 from edgevid.data.transforms import AugmentConfig, ClipAugment, normalize, opencv_single_thread, resize_crop
 from edgevid.errors import EdgevidError
 
@@ -369,18 +369,22 @@ class ClipDataset(Dataset):
     Clips are [3, T, S, S], or [V, 3, T, S, S] with V = clips x crops test views (clip-major order).
     :meth:`load` returns a :class:`SkippedVideo` (path, reason) instead of ``None``; :func:`build_loader` uses it.
     ``cache_gb`` > 0 keeps decoded videos in memory up to that size (:class:`~edgevid.data.decode.VideoCache`).
+    ``clip_seconds`` (dense sampling) replaces ``sampling_stride`` by each video's stride for that span at its own
+    fps (:func:`~edgevid.data.sampling.seconds_stride`), so videos at different frame rates give clips of equal time.
     """
 
     def __init__(self, samples: list[VideoSample], classes: list[str], *, layout: str, source: Path, frames: int,
                  size: int, sampling_stride: float, mean: Sequence[float], std: Sequence[float], train: bool,
                  augment: AugmentConfig | None = None, sampling: str = "dense", views: tuple[int, int] = (1, 1),
-                 strict: bool = False, cache_gb: float = 0.0) -> None:
+                 strict: bool = False, cache_gb: float = 0.0, clip_seconds: float | None = None) -> None:
         check_mode(sampling)
         if cache_gb < 0:
             raise EdgevidError(f"cache_gb must be >= 0, got {cache_gb}")
         if frames < 1 or size < 1 or sampling_stride <= 0:
             raise EdgevidError(f"frames, size and sampling_stride must be positive, got {frames}, {size}, "
                                f"{sampling_stride}")
+        if clip_seconds is not None and clip_seconds <= 0:
+            raise EdgevidError(f"clip_seconds must be positive, got {clip_seconds}")
         views = (int(views[0]), int(views[1]))
         if min(views) < 1:
             raise EdgevidError(f"views must be positive (clips, crops), got {views}")
@@ -393,6 +397,7 @@ class ClipDataset(Dataset):
         self.frames = frames
         self.size = size
         self.sampling_stride = sampling_stride
+        self.clip_seconds = clip_seconds
         self.mean = tuple(mean)
         self.std = tuple(std)
         self.train = train
@@ -428,13 +433,14 @@ class ClipDataset(Dataset):
         try:
             with self._videos.open(sample.path) as video:
                 first, count = self._segment(sample, video.info.fps, video.info.num_frames)
+                stride = video_stride(self.sampling_stride, self.frames, video.info.fps, self.clip_seconds)
                 if self.train:
                     rng = np.random.default_rng(seed if seed is not None
                                                 else int(torch.randint(0, 2**62, (1,)).item()))
-                    idx = train_indices(count, self.frames, self.sampling_stride, self.sampling, rng,
+                    idx = train_indices(count, self.frames, stride, self.sampling, rng,
                                         self.augment.stride_jitter)
                     return self._augment(video.read(idx + first), sample.label, rng)
-                clips = view_indices(count, self.frames, self.sampling_stride, self.sampling, self.views[0])
+                clips = view_indices(count, self.frames, stride, self.sampling, self.views[0])
                 frames = video.read(np.concatenate(clips) + first)
         except VideoDecodeError as exc:
             if self.strict:
@@ -455,22 +461,27 @@ class ClipDataset(Dataset):
         return views[0] if len(views) == 1 else torch.stack(views)
 
     def __repr__(self) -> str:
+        span = f"clip {self.clip_seconds:g} s" if self.clip_seconds is not None else f"stride {self.sampling_stride}"
         return (f"ClipDataset({self.layout}: {self.source}, {len(self)} videos, {self.num_classes} classes, "
-                f"{self.frames}x{self.size} stride {self.sampling_stride}, {'train' if self.train else 'eval'})")
+                f"{self.frames}x{self.size} {span}, {'train' if self.train else 'eval'})")
 
 
 def build_dataset(root: str | Path, split: str, *, frames: int, size: int, sampling_stride: float,
                   mean: Sequence[float], std: Sequence[float], train: bool, augment: AugmentConfig | None = None,
                   sampling: str = "dense", views: tuple[int, int] = (1, 1), strict: bool = False,
-                  classes: Sequence[str] | None = None, cache_gb: float = 0.0) -> ClipDataset:
-    """The clips of ``split`` under ``root`` (any supported layout); ``classes`` forces a trained model's classes."""
+                  classes: Sequence[str] | None = None, cache_gb: float = 0.0,
+                  clip_seconds: float | None = None) -> ClipDataset:
+    """The clips of ``split`` under ``root`` (any supported layout); ``classes`` forces a trained model's classes.
+
+    ``clip_seconds`` samples dense clips by duration instead of by ``sampling_stride`` frames (see ClipDataset)."""
     found = find_split(root, split)
     class_names = list(classes) if classes is not None else found.classes
     if len(set(class_names)) != len(class_names):
         raise EdgevidError("class names repeat in the given class list")
     return ClipDataset(found.samples(class_names), class_names, layout=found.layout, source=found.source,
                        frames=frames, size=size, sampling_stride=sampling_stride, mean=mean, std=std, train=train,
-                       augment=augment, sampling=sampling, views=views, strict=strict, cache_gb=cache_gb)
+                       augment=augment, sampling=sampling, views=views, strict=strict, cache_gb=cache_gb,
+                       clip_seconds=clip_seconds)
 
 
 # ------------------------------------------------------------------------------------------- mirror classes

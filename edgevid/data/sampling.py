@@ -3,6 +3,9 @@
 - Dense clips: ``frames`` indices ``stride`` apart, spanning ``(frames - 1) * stride + 1`` frames; the start is
   uniform at random in training and centred in evaluation. Videos shorter than the span loop: indices wrap
   around (``i % num_frames``), so the clip replays the video from its start rather than repeating a frame.
+- Clips defined in seconds (PyTorchVideo's convention ``clip_seconds = frames * stride / fps``): each video's stride
+  is ``clip_seconds * video_fps / frames`` frames (:func:`seconds_stride`; fractional, indices are rounded), so
+  clips span the same time on 15, 25, 30 or 60 fps videos. Without ``clip_seconds`` the stride is in frames.
 - Stride jitter (frame-rate jitter, training only, dense clips): the stride is multiplied by ``U(1-j, 1+j)``
   and indices are rounded, which simulates faster and slower footage.
 - Uniform segments (TSN/TSM): the video is cut into ``frames`` equal segments and one frame is taken from each,
@@ -24,6 +27,18 @@ SAMPLING_MODES = ("dense", "segments")
 def clip_span(frames: int, stride: float) -> int:
     """Number of source frames a dense clip covers."""
     return round((frames - 1) * stride) + 1
+
+
+def seconds_stride(clip_seconds: float, frames: int, fps: float) -> float:
+    """The stride in frames of a ``fps`` video that makes ``frames`` frames span ``clip_seconds`` seconds."""
+    if clip_seconds <= 0 or frames < 1 or fps <= 0:
+        raise ValueError(f"need clip_seconds > 0, frames >= 1 and fps > 0, got {clip_seconds}, {frames}, {fps}")
+    return clip_seconds * fps / frames
+
+
+def video_stride(stride: float, frames: int, fps: float, clip_seconds: float | None = None) -> float:
+    """The stride of one video: ``stride`` frames, or the stride of ``clip_seconds`` at the video's ``fps``."""
+    return stride if clip_seconds is None else seconds_stride(clip_seconds, frames, fps)
 
 
 def _check(num_frames: int, frames: int) -> None:
