@@ -110,6 +110,32 @@ def test_resolved_fills_model_spec_defaults():
     assert recipe.data.mean == (0.45, 0.45, 0.45)
 
 
+def test_clip_span_in_seconds_or_in_frames(tmp_path):
+    shipped = Path(__file__).parent.parent / "recipes" / "x3d_xs.yaml"  # sampling_stride: 8, frames: 4
+    seconds = load_recipe(shipped, ["data.sampling_stride=null", "data.clip_seconds=1.28"]).resolved()
+    assert seconds.data.sampling_stride is None and seconds.data.span_seconds() == 1.28
+    assert seconds.data.frame_stride() == 10  # the stride recorded for a 30 fps (data.fps) consumer
+    assert parse_recipe(seconds.to_dict(), "resolved").data.clip_seconds == 1.28  # a run's recipe.yaml reloads
+    frames = load_recipe(shipped).resolved()
+    assert frames.data.span_seconds() is None and frames.data.frame_stride() == 8  # unchanged default
+    at_25 = load_recipe(shipped, ["data.reference_fps=25"]).resolved()
+    assert at_25.data.span_seconds() == pytest.approx(1.28) and at_25.data.model_fps() == 25
+    with pytest.raises(EdgevidError) as info:
+        load_recipe(shipped, ["data.clip_seconds=1.28"])
+    assert str(info.value) == ("override 'data.clip_seconds=1.28': data.clip_seconds: conflicts with "
+                               "data.sampling_stride: both define the clip's span; keep one (data.sampling_stride=null "
+                               "samples by seconds)")
+    path = _write(tmp_path, "model: {name: tiny3d}\ndata: {clip_seconds: 1.0, reference_fps: 25}\n")
+    with pytest.raises(EdgevidError, match=r"x\.yaml: data\.clip_seconds: conflicts with data\.reference_fps"):
+        load_recipe(path)
+    with pytest.raises(EdgevidError, match=r"data\.clip_seconds: must be > 0, got 0"):
+        load_recipe(path, ["data.reference_fps=null", "data.clip_seconds=0"])
+    with pytest.raises(EdgevidError, match=r"data\.clip_seconds: applies to dense sampling only"):
+        load_recipe(path, ["data.reference_fps=null", "data.sampling=segments"])
+    with pytest.raises(EdgevidError, match=r"data\.reference_fps: applies to dense sampling only"):
+        load_recipe(path, ["data.clip_seconds=null", "data.sampling=segments"])
+
+
 # ------------------------------------------------------------------------------------------ LR schedule maths
 def test_lr_scaling_rule():
     assert scaled_lr(0.1, 64, 16) == pytest.approx(0.4)

@@ -55,11 +55,19 @@ class DataConfig:
     ``mirror_classes``: class pairs whose labels swap when the flip augmentation mirrors a clip (e.g. swipe_left /
     swipe_right). ``None`` takes the dataset's own (``mirror_classes.txt`` beside the data, or ``synth.json``);
     ``[]`` declares none. Recipes stay dataset-independent: they never name classes.
+
+    A dense clip's time span is defined one way: ``sampling_stride`` (frames between sampled frames, the same on
+    every video), ``sampling_stride`` with ``reference_fps`` (that stride at that frame rate, rescaled to each
+    video's fps), or ``clip_seconds`` (PyTorchVideo's convention ``clip_seconds = frames * stride / fps``: each video
+    is sampled every ``clip_seconds * video_fps / frames`` frames). ``fps`` is the frame rate the model is taken
+    to be trained at where a source does not say (``edgevid live``); ``reference_fps`` replaces it.
     """
 
     frames: int | None = _bounded(None, ge=1)
     size: int | None = _bounded(None, ge=8)
     sampling_stride: int | None = _bounded(None, ge=1)
+    clip_seconds: float | None = _bounded(None, gt=0)
+    reference_fps: float | None = _bounded(None, gt=0)
     sampling: Literal["dense", "segments"] = "dense"
     fps: float = _bounded(30.0, gt=0)
     mean: tuple[float, float, float] | None = None
@@ -70,6 +78,26 @@ class DataConfig:
     cache_gb: float = _bounded(0.0, ge=0)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     mirror_classes: list[tuple[str, str]] | None = None
+
+    def span_seconds(self) -> float | None:
+        """A dense clip's span in seconds (``frames * stride / fps``), or None when the stride is in frames."""
+        if self.clip_seconds is not None:
+            return self.clip_seconds
+        if self.reference_fps is not None and self.frames and self.sampling_stride:
+            return self.frames * self.sampling_stride / self.reference_fps
+        return None
+
+    def frame_stride(self) -> int:
+        """The stride in frames at :meth:`model_fps` (what artifact metadata records as ``sampling_stride``)."""
+        if self.clip_seconds is not None and self.frames:
+            return max(1, round(self.clip_seconds * self.model_fps() / self.frames))
+        if self.sampling_stride is None:
+            raise EdgevidError("data.sampling_stride is unset: resolve the recipe first")
+        return self.sampling_stride
+
+    def model_fps(self) -> float:
+        """The frame rate a frame stride refers to: ``reference_fps`` if given, else ``fps``."""
+        return self.reference_fps if self.reference_fps is not None else self.fps
 
 
 @dataclass
@@ -126,12 +154,17 @@ class Recipe:
         """A copy with the model spec's defaults filled in for every ``None`` in ``data``."""
         from edgevid.models import get_spec
 
+        try:
+            _check_sampling(self.data)
+        except _Invalid as exc:
+            raise EdgevidError(str(exc)) from None
         spec = get_spec(self.model.name)
+        seconds = self.data.clip_seconds is not None  # the stride is then per video: none to fill in
         data = dataclasses.replace(
             self.data,
             frames=self.data.frames or spec.frames,
             size=self.data.size or spec.size,
-            sampling_stride=self.data.sampling_stride or spec.sampling_rate,
+            sampling_stride=None if seconds else self.data.sampling_stride or spec.sampling_rate,
             mean=self.data.mean or spec.mean,
             std=self.data.std or spec.std,
         )
@@ -293,6 +326,7 @@ def parse_recipe(data: Any, source: str, overrides: tuple[str, ...] | list[str] 
     try:
         recipe = _build(Recipe, data, "")
         _check_model(recipe)
+        _check_sampling(recipe.data)
     except _Invalid as exc:
         where = next((src for key, src in origin.items() if exc.path == key or exc.path.startswith(key + ".")),
                      source)
@@ -307,6 +341,22 @@ def _check_model(recipe: Recipe) -> None:
         get_spec(recipe.model.name)
     except ValueError as exc:
         raise _Invalid("model.name", str(exc)) from None
+
+
+def _check_sampling(data: DataConfig) -> None:
+    """One definition of a dense clip's span (see :class:`DataConfig`); none for segments."""
+    if data.clip_seconds is None:
+        if data.reference_fps is not None and data.sampling == "segments":
+            raise _Invalid("data.reference_fps", "applies to dense sampling only (data.sampling is 'segments', "
+                           "which spreads the frames over the whole video)")
+        return
+    if data.sampling == "segments":
+        raise _Invalid("data.clip_seconds", "applies to dense sampling only (data.sampling is 'segments', which "
+                       "spreads the frames over the whole video)")
+    for other in ("sampling_stride", "reference_fps"):
+        if getattr(data, other) is not None:
+            raise _Invalid("data.clip_seconds", f"conflicts with data.{other}: both define the clip's span; keep "
+                           f"one (data.{other}=null samples by seconds)")
 
 
 def load_recipe(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> Recipe:
