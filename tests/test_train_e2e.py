@@ -77,7 +77,10 @@ def test_resume_reproduces_the_uninterrupted_run(runs):
 def test_run_directory_and_checkpoint_metadata(runs, dataset):
     run = runs[0]
     assert sorted(p.name for p in run.iterdir()) == ["best.pt", "curves.png", "last.pt", "metrics.csv",
-                                                   "metrics.jsonl", "recipe.yaml"]
+                                                   "metrics.jsonl", "recipe.yaml", "summary.json"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["fit"]["verdict"] in ("underfit", "overfit", "fine") and summary["epochs"] == 2
+    assert summary["fit"]["last"]["train_top1"] == read_metrics(run)[-1]["train_acc"]
     ckpt = load_checkpoint(run / "last.pt")  # weights_only=True: the training state is tensors and plain data
     meta = ckpt.meta
     assert (meta.model, meta.classes, meta.frames, meta.size, meta.sampling_stride) == ("tiny3d", CLASSES, 4, 32, 2)

@@ -1,10 +1,12 @@
 """The training engine behind ``edgevid train``: one loop for CPU, one GPU and ``torchrun`` jobs.
 
 A run directory holds ``last.pt`` and ``best.pt`` (by val top-1; both carry the artifact metadata and the full
-training state), the resolved ``recipe.yaml``, ``metrics.csv`` / ``metrics.jsonl`` (one row per epoch) and
-``curves.png``. ``resume=True`` reloads ``last.pt`` and continues with the same optimiser, schedule, EMA,
-epoch counter and RNG states, so an interrupted run ends with the weights of an uninterrupted one (exactly on
-CPU with ``train.workers=0``; loader worker processes keep their own augmentation RNG, which restarts with them).
+training state), the resolved ``recipe.yaml``, ``metrics.csv`` / ``metrics.jsonl`` (one row per epoch, train and
+val top-1 included), ``curves.png`` and ``summary.json`` (best and last epoch and the fit diagnosis of
+:func:`diagnose_fit`, also printed as the last line of a run). ``resume=True`` reloads ``last.pt`` and continues
+with the same optimiser, schedule, EMA, epoch counter and RNG states, so an interrupted run ends with the weights
+of an uninterrupted one (exactly on CPU with ``train.workers=0``; loader worker processes keep their own
+augmentation RNG, which restarts with them).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,30 @@ from edgevid.utils.interrupts import set_interrupt_hint, train_hint
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_top1", "val_top5", "lr", "clips_per_s",
                   "epoch_time_s", "eval_time_s", "skipped")
 EpochCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class FitThresholds:
+    """Where the end-of-training diagnosis draws its lines, in top-1 percentage points (the one place they are set).
+
+    Train top-1 is measured on augmented clips with the model in training mode (dropout, mixup/cutmix), so it reads
+    lower than the same clips would in evaluation; a run is only called overfit when the gap is wide.
+    """
+
+    overfit_gap: float = 15.0  # train top-1 this far above val top-1 at the last epoch: overfit
+    val_drop: float = 5.0  # val top-1 this far below its best at the last epoch, while the gap widened: overfit
+    underfit_train: float = 85.0  # train top-1 below this at the last epoch (and not overfit): underfit
+
+
+FIT_THRESHOLDS = FitThresholds()
+FIT_ADVICE = {
+    "underfit": "the model does not fit even the training clips: train longer (--epochs), use a larger crop "
+                "(data.size) or a higher learning rate (optim.lr)",
+    "overfit": "the model fits the training clips far better than the validation ones: more augmentation "
+               "(data.augment), more data, or regularisation (optim.weight_decay, model.overrides.dropout, "
+               "train.label_smoothing)",
+    "fine": "train and val top-1 are close and train top-1 is high: neither under- nor overfit",
+}
 
 
 # ------------------------------------------------------------------------------------------------ RNG state
@@ -108,6 +135,39 @@ def _format_row(row: dict[str, Any]) -> str:
         parts += [f"val loss {row['val_loss']:.4f}", f"top-1 {row['val_top1']:.1f}%", f"top-5 {row['val_top5']:.1f}%"]
     parts += [f"lr {row['lr']:.2e}", f"{row['clips_per_s']:.1f} clips/s", f"{row['epoch_time_s']:.1f}s"]
     return " | ".join(parts)
+
+
+def diagnose_fit(rows: Sequence[dict[str, Any]], thresholds: FitThresholds = FIT_THRESHOLDS) -> dict[str, Any] | None:
+    """What limits accuracy, from the metric rows: ``underfit``, ``overfit`` or ``fine`` (rules:
+    :class:`FitThresholds`), with train and val top-1 at the best and last validated epochs; None without validation.
+    """
+    validated = [r for r in rows if r.get("val_top1") is not None and r.get("train_acc") is not None]
+    if not validated:
+        return None
+    best = max(validated, key=lambda r: r["val_top1"])  # the first of equals, as the trainer keeps best.pt
+    last = validated[-1]
+    gap, best_gap = last["train_acc"] - last["val_top1"], best["train_acc"] - best["val_top1"]
+    if gap >= thresholds.overfit_gap or (best["val_top1"] - last["val_top1"] >= thresholds.val_drop
+                                         and gap > best_gap):
+        verdict = "overfit"
+    elif last["train_acc"] < thresholds.underfit_train:
+        verdict = "underfit"
+    else:
+        verdict = "fine"
+    epoch = {key: {"epoch": int(r["epoch"]), "train_top1": float(r["train_acc"]), "val_top1": float(r["val_top1"])}
+             for key, r in (("best", best), ("last", last))}
+    return {"verdict": verdict, **epoch, "gap": float(gap), "advice": FIT_ADVICE[verdict],
+            "thresholds": dataclasses.asdict(thresholds)}
+
+
+def fit_line(diagnosis: dict[str, Any]) -> str:
+    """The one line that ends a run: the verdict, the numbers behind it and what to try."""
+    best, last = diagnosis["best"], diagnosis["last"]
+    numbers = (f"train top-1 {last['train_top1']:.1f}% vs val {last['val_top1']:.1f}% at the last epoch "
+               f"({last['epoch']})")
+    if best["epoch"] != last["epoch"]:
+        numbers += f", {best['train_top1']:.1f}% vs {best['val_top1']:.1f}% at the best ({best['epoch']})"
+    return f"fit: {diagnosis['verdict']}: {numbers}; {diagnosis['advice']}"
 
 
 def write_metrics(run_dir: Path, rows: Sequence[dict[str, Any]]) -> None:
@@ -212,8 +272,9 @@ class Trainer:
 
     def _build_data(self, classes: list[str] | None) -> None:
         data, cfg, ctx = self.recipe.data, self.recipe.train, self.ctx
-        common = dict(frames=data.frames, size=data.size, sampling_stride=data.sampling_stride, mean=data.mean,
-                      std=data.std, sampling=data.sampling, strict=data.strict, cache_gb=data.cache_gb)
+        common = dict(frames=data.frames, size=data.size, sampling_stride=data.frame_stride(), mean=data.mean,
+                      std=data.std, sampling=data.sampling, strict=data.strict, cache_gb=data.cache_gb,
+                      clip_seconds=data.span_seconds())
         names = classes if classes is not None else find_split(self.data_root, data.train_split).classes
         self.train_set = build_dataset(self.data_root, data.train_split, train=True,
                                        augment=self._mirror_augment(names), classes=classes, **common)
@@ -268,8 +329,9 @@ class Trainer:
             extra = {"init": str(self.recipe.model.init), **extra}
         return ArtifactMeta(
             model=self.recipe.model.name, classes=self.classes, frames=data.frames, size=data.size,
-            sampling_stride=data.sampling_stride, mean=data.mean, std=data.std,
-            head=base.head if base else self.recipe.model.head, fps=data.fps,
+            sampling_stride=data.frame_stride(), mean=data.mean, std=data.std,
+            head=base.head if base else self.recipe.model.head, fps=data.model_fps(),
+            clip_seconds=data.span_seconds(),
             arch=dict(base.arch if base else self.arch),
             extra={**(base.extra if base else {}), "recipe": self.recipe_name, "sampling": data.sampling, **extra},
         )
@@ -459,7 +521,17 @@ class Trainer:
         if ctx.is_main:
             console.print(f"done: best val top-1 {self.best_top1:.1f}% at epoch {self.best_epoch}; "
                           f"run directory {self.run_dir}", highlight=False)
+            self._summarise()
         return self.run_dir
+
+    def _summarise(self) -> None:
+        """Write ``summary.json`` and print the fit diagnosis line (what limits accuracy)."""
+        diagnosis = diagnose_fit(self.rows)
+        summary = {"epochs": len(self.rows), "best_epoch": self.best_epoch, "best_val_top1": self.best_top1,
+                   "last": self.rows[-1] if self.rows else None, "fit": diagnosis}
+        write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        if diagnosis is not None:
+            console.print(fit_line(diagnosis), highlight=False, markup=False, soft_wrap=True)
 
     def _announce(self) -> None:
         cfg = self.recipe.train

@@ -1,0 +1,61 @@
+"""Training by clip duration (data.clip_seconds) end to end, and the end-of-training fit diagnosis."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgevid.checkpoint import load_checkpoint
+from edgevid.data.synth import SynthConfig, generate_synth
+from edgevid.train import predict_video, train
+from edgevid.train.engine import FIT_THRESHOLDS, diagnose_fit, fit_line
+from edgevid.train.recipe import load_recipe
+
+TINY = Path(__file__).parent.parent / "recipes" / "tiny.yaml"
+
+
+def _rows(*pairs):
+    """Metric rows from (train top-1, val top-1) pairs, one per epoch."""
+    return [{"epoch": i + 1, "train_acc": t, "val_top1": v, "train_loss": 1.0} for i, (t, v) in enumerate(pairs)]
+
+
+def test_fit_diagnosis_on_hand_made_rows():
+    underfit = diagnose_fit(_rows((30.0, 28.0), (55.0, 52.0), (61.0, 60.0)))
+    assert underfit["verdict"] == "underfit" and underfit["last"] == {"epoch": 3, "train_top1": 61.0, "val_top1": 60.0}
+    assert "--epochs" in underfit["advice"] and "data.size" in underfit["advice"] and "optim.lr" in underfit["advice"]
+    overfit = diagnose_fit(_rows((60.0, 50.0), (90.0, 62.0), (99.0, 70.0)))
+    assert overfit["verdict"] == "overfit" and overfit["gap"] == pytest.approx(29.0)
+    assert "augment" in overfit["advice"] and "weight_decay" in overfit["advice"]
+    # a gap under overfit_gap, but val top-1 fell from its best while train kept rising
+    falling = diagnose_fit(_rows((80.0, 82.0), (90.0, 86.0), (97.0, 84.0), (99.0, 86.0 - FIT_THRESHOLDS.val_drop)))
+    assert falling["verdict"] == "overfit" and falling["best"]["epoch"] == 2 and falling["last"]["epoch"] == 4
+    fine = diagnose_fit(_rows((70.0, 65.0), (92.0, 90.0), (95.0, 91.0)))
+    assert fine["verdict"] == "fine"
+    assert fine["thresholds"] == {"overfit_gap": 15.0, "val_drop": 5.0, "underfit_train": 85.0}
+    line = fit_line(falling)
+    assert line.startswith("fit: overfit: train top-1 99.0% vs val 81.0% at the last epoch (4), 90.0% vs 86.0% at "
+                           "the best (2); ")
+    assert "\n" not in fit_line(underfit)
+    # epochs without validation (train.eval_every) are skipped; no validation at all: no diagnosis
+    assert diagnose_fit([*_rows((40.0, 35.0)), {"epoch": 2, "train_acc": 99.0, "val_top1": None}])["last"]["epoch"] == 1
+    assert diagnose_fit([{"epoch": 1, "train_acc": 50.0, "val_top1": None}]) is None
+
+
+def test_training_by_seconds_records_clip_seconds_and_the_fit_line(tmp_path, capsys, one_thread):
+    data = tmp_path / "synth"  # 25 fps videos: 0.64 s of 4 frames = every 4th frame
+    generate_synth(data, SynthConfig(classes=3, videos_per_class=2, val_per_class=1, frames=16, size=32),
+                   show_progress=False, overwrite=True)
+    seconds = ["train.epochs=1", "data.sampling_stride=null", "data.clip_seconds=0.64"]
+    run = train(TINY, data, tmp_path / "run", overrides=seconds)
+    meta = json.loads((run / "summary.json").read_text())
+    assert meta["fit"]["verdict"] in ("underfit", "overfit", "fine")
+    out = capsys.readouterr().out
+    assert "fit: " + meta["fit"]["verdict"] in out
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt.meta.clip_seconds == pytest.approx(0.64)
+    assert ckpt.meta.sampling_stride == 5 and ckpt.meta.fps == 30.0  # 0.64 s at data.fps 30, for frame-stride readers
+    assert load_recipe(run / "recipe.yaml").data.clip_seconds == pytest.approx(0.64)  # resumable
+    video = next((data / "val").rglob("*.mp4"))
+    assert len(predict_video(run, video, topk=1)) == 1
+    frames = train(TINY, data, tmp_path / "frames", overrides=["train.epochs=1"])
+    assert load_checkpoint(frames / "last.pt").meta.clip_seconds is None  # the default stays a frame stride
