@@ -209,6 +209,8 @@ def eval_cmd(
                              formats={"accuracy": ".1f"}))
     for path, reason in results["skipped"]:
         err_console.print(f"[yellow]skipped[/] {path}: {reason}", highlight=False, soft_wrap=True)
+    if results["short_note"]:
+        err_console.print(f"note: {results['short_note']}", highlight=False, soft_wrap=True, markup=False)
     if out:
         console.print(f"wrote {out}/eval.json and {out}/confusion.png", highlight=False)
 

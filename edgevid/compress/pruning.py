@@ -156,9 +156,18 @@ def prune_to_macs(model: nn.Module, frames: int, size: int, ratio: float, *, imp
             break
         low, high = (channel_ratio, high) if removed < ratio else (low, channel_ratio)
     if best is None:
+        most = max(t["mac_reduction"] for t in trials)
+        fix = "choose a smaller --ratio"
+        if round_to > 1:
+            free = prune_channels(copy.deepcopy(model), example, MAX_LAYER_RATIO, importance=importance,
+                                  global_pruning=global_pruning, round_to=1)
+            reach = 1.0 - count_macs(free, frames, size) / macs_before
+            if reach > most:
+                fix = (f"--round-to {round_to} keeps channel counts multiples of {round_to}, which small layers "
+                       f"cannot go below; --round-to 1 (any channel count) removes up to {reach:.0%}"
+                       + ("" if reach >= ratio - MAC_TOLERANCE else ", so also choose a smaller --ratio"))
         raise EdgevidError(f"pruning cannot remove {ratio:.0%} of the MACs of {type(model).__name__} "
-                           f"(at most {max(t['mac_reduction'] for t in trials):.0%} with "
-                           f"{MAX_LAYER_RATIO:.0%} of each layer's channels); choose a smaller --ratio")
+                           f"(at most {most:.0%} with {MAX_LAYER_RATIO:.0%} of each layer's channels); {fix}")
     channel_ratio, pruned, _ = best
     return PrunedModel(pruned.eval(), channel_ratio, macs_before, count_macs(pruned, frames, size),
                        count_params(model), count_params(pruned), trials)

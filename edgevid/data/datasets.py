@@ -35,7 +35,7 @@ import csv
 import json
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -45,7 +45,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from edgevid.data.decode import VIDEO_EXTENSIONS, VideoCache, VideoDecodeError
-from edgevid.data.sampling import check_mode, crop_boxes, train_indices, video_stride, view_indices
+from edgevid.data.sampling import check_mode, clip_span, crop_boxes, train_indices, video_stride, view_indices
 from edgevid.data.transforms import AugmentConfig, ClipAugment, normalize, opencv_single_thread, resize_crop
 from edgevid.errors import EdgevidError
 
@@ -363,6 +363,55 @@ class SkippedVideo(NamedTuple):
     reason: str
 
 
+class ShortClip(NamedTuple):
+    """A clip of a video shorter than the clip (frames looped or repeated by the rule of edgevid.data.sampling)."""
+
+    clip: torch.Tensor
+    label: int
+    path: str
+
+
+def distinct_skips(skipped: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Each skipped video once (first reason kept), sorted by path: the one count every report of skips uses.
+
+    A video is skipped again when a list names it twice, when it is in more than one split or pass, or when a
+    distributed sampler pads a shard with it; counting raw records would count it each time.
+    """
+    first: dict[str, str] = {}
+    for path, reason in skipped:
+        first.setdefault(str(path), reason)
+    return sorted(first.items())
+
+
+def short_clip_note(count: int, frames: int, span: int, mode: str) -> str:
+    """The one line that says how many videos were shorter than the clip and what was done with them."""
+    if mode == "segments":
+        rule = f"fewer frames than the {frames} segments; frames repeat (index floor(k * num_frames / {frames}))"
+    else:
+        rule = (f"shorter than the clip span ({frames} frames = {span} source frames); the clip loops "
+                "(indices wrap to the start)")
+    return f"{count} video(s) {rule}, as edgevid/data/sampling.py documents"
+
+
+class ClipBatch(tuple):
+    """``(clips, labels, skipped)`` of a loader, plus ``short``: paths of videos shorter than the clip."""
+
+    short: list[str]
+
+    def __new__(cls, clips: torch.Tensor, labels: torch.Tensor, skipped: list[tuple[str, str]],
+                short: list[str] | None = None) -> ClipBatch:
+        batch = super().__new__(cls, (clips, labels, skipped))
+        batch.short = list(short or [])
+        return batch
+
+    def __reduce__(self):
+        return ClipBatch, (*self, self.short)
+
+    def pin_memory(self) -> ClipBatch:
+        clips, labels, skipped = self
+        return ClipBatch(clips.pin_memory(), labels.pin_memory(), skipped, self.short)
+
+
 class ClipDataset(Dataset):
     """Clips of a video split: ``dataset[i]`` -> (float32 clip, label) or ``None`` for an unreadable video.
 
@@ -429,6 +478,12 @@ class ClipDataset(Dataset):
         ``seed`` (non-negative ints) fixes the clip's random sampling and augmentation; without it they are drawn
         from torch's global generator.
         """
+        item = self.load_reporting(index, seed)
+        return item[:2] if isinstance(item, ShortClip) else item
+
+    def load_reporting(self, index: int, seed: Sequence[int] | None = None
+                       ) -> tuple[torch.Tensor, int] | ShortClip | SkippedVideo:
+        """:meth:`load`, with a clip of a video shorter than the clip given as :class:`ShortClip`."""
         sample = self.samples[index]
         try:
             with self._videos.open(sample.path) as video:
@@ -439,14 +494,27 @@ class ClipDataset(Dataset):
                                                 else int(torch.randint(0, 2**62, (1,)).item()))
                     idx = train_indices(count, self.frames, stride, self.sampling, rng,
                                         self.augment.stride_jitter)
-                    return self._augment(video.read(idx + first), sample.label, rng)
-                clips = view_indices(count, self.frames, stride, self.sampling, self.views[0])
-                frames = video.read(np.concatenate(clips) + first)
+                    item = self._augment(video.read(idx + first), sample.label, rng)
+                else:
+                    clips = view_indices(count, self.frames, stride, self.sampling, self.views[0])
+                    item = self._eval_views(video.read(np.concatenate(clips) + first)), sample.label
         except VideoDecodeError as exc:
             if self.strict:
                 raise
             return SkippedVideo(str(sample.path), str(exc).removeprefix(f"{sample.path}: "))
-        return self._eval_views(frames), sample.label
+        if count < self.clip_frames(stride):
+            return ShortClip(item[0], item[1], str(sample.path))
+        return item
+
+    def clip_frames(self, stride: float | None = None) -> int:
+        """Source frames one clip needs: its span (dense) or one frame per segment (segments)."""
+        if self.sampling == "segments":
+            return self.frames
+        return clip_span(self.frames, self.sampling_stride if stride is None else stride)
+
+    def short_note(self, count: int) -> str:
+        """:func:`short_clip_note` for this dataset's clips."""
+        return short_clip_note(count, self.frames, self.clip_frames(), self.sampling)
 
     def _segment(self, sample: VideoSample, fps: float, num_frames: int) -> tuple[int, int]:
         """First frame and frame count of the sample's [start, end] segment (whole video when unset)."""
@@ -570,9 +638,9 @@ class _ReportingView(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int] | SkippedVideo:
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int] | ShortClip | SkippedVideo:
         index, epoch = item
-        return self.dataset.load(index, seed=(self.seed, epoch, index))
+        return self.dataset.load_reporting(index, seed=(self.seed, epoch, index))
 
     def __getattr__(self, name: str):
         if name == "dataset":
@@ -580,23 +648,26 @@ class _ReportingView(Dataset):
         return getattr(self.dataset, name)
 
 
-def collate_clips(items: list) -> tuple[torch.Tensor, torch.Tensor, list[tuple[str, str]]]:
+def collate_clips(items: list) -> ClipBatch:
     """Stack loaded clips; skipped videos leave the batch and are listed as (path, reason).
 
-    A batch whose videos were all skipped yields an empty clips tensor and labels of length 0.
+    A batch whose videos were all skipped yields an empty clips tensor and labels of length 0. Paths of videos
+    shorter than the clip (:class:`ShortClip`) are the batch's ``short``.
     """
     skipped = [(item.path, item.reason) for item in items if isinstance(item, SkippedVideo)]
-    loaded = [item for item in items if not isinstance(item, SkippedVideo)]
+    short = [item.path for item in items if isinstance(item, ShortClip)]
+    loaded = [item[:2] for item in items if not isinstance(item, SkippedVideo)]
     if not loaded:
-        return torch.empty(0), torch.empty(0, dtype=torch.int64), skipped
+        return ClipBatch(torch.empty(0), torch.empty(0, dtype=torch.int64), skipped, short)
     clips = torch.stack([clip for clip, _ in loaded])
     labels = torch.tensor([label for _, label in loaded], dtype=torch.int64)
-    return clips, labels, skipped
+    return ClipBatch(clips, labels, skipped, short)
 
 
 def build_loader(dataset: ClipDataset, batch_size: int, *, shuffle: bool, workers: int = 2, seed: int = 0,
                  distributed: bool = False, drop_last: bool = False) -> DataLoader:
-    """A DataLoader yielding (clips [B, ...] float32, labels [B] int64, skipped [(path, reason)]).
+    """A DataLoader yielding (clips [B, ...] float32, labels [B] int64, skipped [(path, reason)]) as a
+    :class:`ClipBatch` (``batch.short``: videos shorter than the clip).
 
     ``loader.sampler`` is a :class:`ClipSampler` (a :class:`DistributedSampler`, sharding across processes when
     ``distributed``): call ``loader.sampler.set_epoch(epoch)`` before each epoch for resumable runs. Order and

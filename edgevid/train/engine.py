@@ -20,7 +20,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from edgevid.checkpoint import Checkpoint, build_model, load_checkpoint, save_checkpoint
 from edgevid.data import AugmentConfig, build_dataset, build_loader, find_split, mix_batch
-from edgevid.data.datasets import dataset_mirror_classes, suggest_mirror_classes
+from edgevid.data.datasets import dataset_mirror_classes, distinct_skips, suggest_mirror_classes
 from edgevid.errors import EdgevidError
 from edgevid.meta import ArtifactMeta
 from edgevid.models import create_model
@@ -264,6 +264,8 @@ class Trainer:
             found = dataset_mirror_classes(self.data_root)
             declared = [p for p in found or [] if set(p) <= set(classes)]
             self.mirror_source = "the dataset" if found is not None else "none declared"
+        _check_mirror_pairs(data.augment.mirror_classes, classes, "data.augment.mirror_classes")
+        _check_mirror_pairs(data.mirror_classes or [], classes, "data.mirror_classes")
         pairs = list(dict.fromkeys([*data.augment.mirror_classes, *declared]))
         self.mirror_pairs = pairs
         known = {frozenset(p) for p in pairs}
@@ -281,6 +283,8 @@ class Trainer:
         self.classes = list(self.train_set.classes)
         val_set = build_dataset(self.data_root, data.val_split, train=False, classes=self.classes, **common)
         self.val_size = len(val_set)
+        self._short: set[str] = set()
+        self._short_said = False
         if len(self.train_set) == 0 or self.val_size == 0:
             raise EdgevidError(f"{self.data_root}: the {data.train_split!r} and {data.val_split!r} splits need clips")
         val_shard = copy.copy(val_set)
@@ -410,8 +414,10 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         with progress(transient=True) if ctx.is_main else contextlib.nullcontext() as bar:
             task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=batches, info="") if bar else None
-            for index, (clips, labels, bad) in enumerate(self.train_loader):
+            for index, batch in enumerate(self.train_loader):
+                clips, labels, bad = batch
                 skipped.extend(bad)
+                self._short.update(batch.short)
                 if labels.numel():
                     boundary = (index + 1) % cfg.accum_steps == 0 or index + 1 == batches
                     loss, hits = self._train_batch(clips.to(ctx.device, non_blocking=True),
@@ -463,8 +469,10 @@ class Trainer:
         loss_sum, top1, top5, seen = 0.0, 0, 0, 0
         skipped: list[tuple[str, str]] = []
         start = time.perf_counter()
-        for clips, labels, bad in self.val_loader:
+        for batch in self.val_loader:
+            clips, labels, bad = batch
             skipped.extend(bad)
+            self._short.update(batch.short)
             if labels.numel() == 0:
                 continue
             clips, labels = clips.to(self.ctx.device), labels.to(self.ctx.device)
@@ -507,6 +515,7 @@ class Trainer:
                 val_stats, val_skipped = self._validate()
                 row.update(val_stats)
                 skipped += val_skipped
+            skipped = distinct_skips(skipped)
             row["skipped"] = len(skipped)
             self._save(epoch + 1, row)
             if ctx.is_main:
@@ -517,6 +526,7 @@ class Trainer:
                 _report_skipped(skipped)
                 if on_epoch_end:
                     on_epoch_end(row)
+            self._report_short()
             ctx.barrier()
         if ctx.is_main:
             console.print(f"done: best val top-1 {self.best_top1:.1f}% at epoch {self.best_epoch}; "
@@ -532,6 +542,14 @@ class Trainer:
         write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         if diagnosis is not None:
             console.print(fit_line(diagnosis), highlight=False, markup=False, soft_wrap=True)
+
+    def _report_short(self) -> None:
+        """Say once per run how many videos are shorter than the clip and the rule that pads them (every rank
+        calls it: the paths are gathered)."""
+        short = {path for part in self.ctx.all_gather(sorted(self._short)) for path in part}
+        if short and not self._short_said and self.ctx.is_main:
+            console.print(f"note: {self.train_set.short_note(len(short))}", highlight=False, soft_wrap=True)
+            self._short_said = True
 
     def _announce(self) -> None:
         cfg = self.recipe.train
@@ -560,8 +578,19 @@ class Trainer:
                           highlight=False)
 
 
-def _report_skipped(skipped: Iterable[tuple[str, str]]) -> None:
-    skipped = sorted(set(skipped))
+def _check_mirror_pairs(pairs: Sequence[tuple[str, str]], classes: Sequence[str], where: str) -> None:
+    """A mirror-image pair naming something that is not a class: an error naming where the pair came from."""
+    unknown = next((name for pair in pairs for name in pair if name not in classes), None)
+    if unknown is None:
+        return
+    shown = ", ".join(classes[:8]) + (f", ... ({len(classes)} in all)" if len(classes) > 8 else "")
+    raise EdgevidError(f"{where}: mirror-image pair names {unknown!r}, which is not a class of the data "
+                       f"(classes: {shown}); correct the pair, declare none with '{where}=[]', or turn flipping "
+                       "off with data.augment.flip=false")
+
+
+def _report_skipped(skipped: list[tuple[str, str]]) -> None:
+    """Print the skipped videos of an epoch (already :func:`distinct_skips`, the count of the metrics row)."""
     if skipped:
         console.print(f"[yellow]skipped {len(skipped)} unreadable video(s):[/]")
         for path, reason in skipped:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgevid.data import build_dataset, build_loader
+from edgevid.data.datasets import distinct_skips
 from edgevid.errors import EdgevidError
 from edgevid.train.metrics import (
     confusion_matrix,
@@ -124,12 +125,15 @@ def evaluate(artifact: str | Path, data: str | Path, split: str = "val", views: 
     loader = build_loader(dataset, batch, shuffle=False, workers=workers)
     acc = _Accumulator(meta.head, meta.num_classes)
     skipped: list[tuple[str, str]] = []
+    short: set[str] = set()
     view_count = views[0] * views[1]
     start = time.perf_counter()
     with progress(transient=True) as bar:
         task = bar.add_task(f"eval {Path(artifact).name}", total=len(loader), info="")
-        for clips, labels, bad in loader:
+        for batch in loader:
+            clips, labels, bad = batch
             skipped.extend(bad)
+            short.update(batch.short)
             bar.advance(task)
             if labels.numel() == 0:
                 continue
@@ -142,7 +146,8 @@ def evaluate(artifact: str | Path, data: str | Path, split: str = "val", views: 
         "artifact": str(artifact), "backend": predictor.backend, "model": meta.model, "head": meta.head,
         "data": str(data), "split": split, "views": f"{views[0]}x{views[1]}", "classes": meta.classes,
         **acc.results(meta.classes),
-        "skipped": [list(item) for item in skipped], "seconds": elapsed,
+        "skipped": [list(item) for item in distinct_skips(skipped)], "seconds": elapsed,
+        "short_videos": len(short), "short_note": dataset.short_note(len(short)) if short else None,
     }
     results["clips_per_s"] = results["clips"] / elapsed
     if out is not None:
