@@ -312,31 +312,34 @@ app.add_typer(data_app, name="data")
 @data_app.command("synth")
 def data_synth_cmd(
     out: str = typer.Argument(..., help="Output directory (created; must be empty or an earlier synth output)."),
-    classes: int = typer.Option(8, "--classes", help="Number of classes, 2-10."),
+    style: str = typer.Option("shapes", "--style", help="shapes (polygon on a synthetic texture), photo (a "
+                                                          "photograph patch over a photograph, moving camera) or "
+                                                          "wild (photo with mixed fps, durations, sizes, codecs)."),
+    classes: int = typer.Option(8, "--classes", help="Number of classes, 2-10 (2-11 for wild)."),
     videos_per_class: int = typer.Option(60, "--videos-per-class", help="Training videos per class."),
     val_per_class: int = typer.Option(15, "--val-per-class", help="Validation videos per class."),
-    frames: int = typer.Option(48, "--frames", help="Frames per video."),
-    size: int = typer.Option(128, "--size", help="Frame width and height in pixels (even)."),
-    fps: int = typer.Option(25, "--fps", help="Frame rate written to the files."),
+    frames: int = typer.Option(48, "--frames", help="Frames per video (wild: durations 1.5-6 s x FRAMES/48)."),
+    size: int = typer.Option(128, "--size", help="Frame width and height in pixels, even (wild: scales its sizes)."),
+    fps: int = typer.Option(25, "--fps", help="Frame rate of the files (wild draws 15/24/30/60 per video)."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same videos."),
     workers: int = typer.Option(2, "--workers", help="Processes rendering and encoding videos."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier synth dataset in OUT."),
 ) -> None:
     """Write a synthetic action-video dataset.
 
-    H.264 .mp4 files in a folder per class with train/val lists; the classes
-    differ in motion, so a model needs time (not one frame) to tell them apart.
+    Videos in a folder per class with train/val lists; the classes differ in
+    motion, so a model needs time (not one frame) to tell them apart.
 
-    Example: edgevid data synth data/synth --classes 4 --videos-per-class 20
+    Example: edgevid data synth data/synth-photo --style photo --classes 10
     """
     from edgevid.data.synth import SynthConfig, generate_synth
 
     config = SynthConfig(classes=classes, videos_per_class=videos_per_class, val_per_class=val_per_class,
-                         frames=frames, size=size, fps=fps, seed=seed)
+                         frames=frames, size=size, fps=fps, seed=seed, style=style)
     summary = generate_synth(out, config, workers=workers, overwrite=overwrite)
     counts = summary["counts"]
-    console.print(f"wrote {counts['train']} train + {counts['val']} val videos of {len(summary['classes'])} classes "
-                  f"to {out} in {summary['seconds']:.1f} s", highlight=False)
+    console.print(f"wrote {counts['train']} train + {counts['val']} val {style} videos of {len(summary['classes'])} "
+                  f"classes to {out} in {summary['seconds']:.1f} s", highlight=False)
     pairs = ", ".join("/".join(pair) for pair in summary["mirror_classes"]) or "none"
     console.print(f"mirror-image class pairs (synth.json mirror_classes): {pairs}", highlight=False)
 

@@ -1,4 +1,4 @@
-"""Synthetic action videos whose classes differ only over time: ``edgevid data synth OUT``.
+"""``--style shapes`` (the default): a coloured polygon on a synthetic texture, classes that differ only over time.
 
 Every video shows one primary object (a random polygon with an outline, random colour) on a textured
 background (smooth colour noise plus a random grating, with a slight camera shake), two to four smaller
@@ -11,43 +11,27 @@ The class is what the primary object does over the video:
 - ``appear`` / ``disappear`` (classes 9 and 10): it fades in / out over 3 frames between 30 % and 70 % of the
   video.
 
-Motions are defined over the whole video (so ``--frames`` changes the per-frame speed) except rotation.
-Position, size and angle are drawn so that any single frame has the same distribution in every class: the
-object's x and y are each a random centre plus an offset within +-travel/2, the offset sweeping that range
-along the axis of motion and frozen at a random moment of such a sweep otherwise; likewise size and angle.
-A single frame therefore cannot tell the eight default classes apart (a single-frame model should score near
-chance, 1/8); with ``appear``/``disappear`` an empty frame does reveal that it is one of those two.
-Horizontal mirror images swap ``move_left``/``move_right`` and the two rotations: these pairs are listed in
-``synth.json`` (``mirror_classes``) for a recipe's flip augmentation.
-
-Output (each file written atomically): ``OUT/{train,val}/<class>/<class>_NNNN.mp4`` (H.264, yuv420p, via
-PyAV/libx264), ``train.csv`` and ``val.csv`` (``path,label``, paths relative to OUT), ``classes.txt`` and
-``synth.json`` (settings, classes, mirror pairs, counts; written last). Every video is a pure function of
-(seed, class, split, number), so the same seed gives the same frames.
+Motions are defined over the whole video in frames (so ``--frames`` changes the per-frame speed, and ``--fps``
+only the rate written to the file) except rotation, which is per frame; this style's output is kept
+byte-identical for the same seed and settings. Position, size and angle are drawn so that any single frame has
+the same distribution in every class: the object's x and y are each a random centre plus an offset within
++-travel/2, the offset sweeping that range along the axis of motion and frozen at a random moment of such a
+sweep otherwise; likewise size and angle. A single frame therefore cannot tell the eight default classes apart
+(a single-frame model should score near chance, 1/8); with ``appear``/``disappear`` an empty frame does reveal
+that it is one of those two.
 """
 
 from __future__ import annotations
 
-import fractions
 import math
-import shutil
-import time
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from edgevid.errors import EdgevidError
-from edgevid.utils.atomic import atomic_path, write_json_atomic, write_text_atomic
-
 CLASS_NAMES = ("move_left", "move_right", "move_up", "move_down", "rotate_clockwise", "rotate_anticlockwise",
                "grow", "shrink", "appear", "disappear")
 MIRROR_PAIRS = (("move_left", "move_right"), ("rotate_clockwise", "rotate_anticlockwise"))
-SPLITS = ("train", "val")
-SYNTH_FORMAT = 1
 
 # Primary object outlines (scaled to unit radius below); none is symmetric under rotation by less than 180 degrees.
 _OUTLINES = (
@@ -58,78 +42,6 @@ _OUTLINES = (
     np.array([[-1.0, -0.6], [0.4, -0.6], [1.0, 0.6], [-1.0, 0.6]]),  # right trapezoid
 )
 _SHAPES = tuple(outline / np.linalg.norm(outline, axis=1).max() for outline in _OUTLINES)
-
-
-@dataclass(frozen=True)
-class SynthConfig:
-    """Settings of a synthetic dataset (defaults sized for the X3D-XS CPU benchmark)."""
-
-    classes: int = 8
-    videos_per_class: int = 60
-    val_per_class: int = 15
-    frames: int = 48
-    size: int = 128
-    fps: int = 25
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not 2 <= self.classes <= len(CLASS_NAMES):
-            raise EdgevidError(f"synth --classes must be 2..{len(CLASS_NAMES)}, got {self.classes}")
-        if self.videos_per_class < 1 or self.val_per_class < 0:
-            raise EdgevidError("synth --videos-per-class must be >= 1 and --val-per-class >= 0")
-        if self.frames < 8:
-            raise EdgevidError(f"synth --frames must be >= 8, got {self.frames}")
-        if self.size < 32 or self.size % 2:
-            raise EdgevidError(f"synth --size must be an even number >= 32 (H.264 yuv420p), got {self.size}")
-        if not 1 <= self.fps <= 240:
-            raise EdgevidError(f"synth --fps must be 1..240, got {self.fps}")
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(CLASS_NAMES[: self.classes])
-
-    @property
-    def mirror_classes(self) -> list[tuple[str, str]]:
-        names = set(self.class_names)
-        return [pair for pair in MIRROR_PAIRS if set(pair) <= names]
-
-
-def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float, *, crf: int = 23,
-                preset: str = "superfast", gop: int | None = None, pts: Sequence[int] | None = None,
-                time_base: fractions.Fraction | None = None) -> Path:
-    """Encode uint8 RGB frames [H, W, 3] (even H and W) as H.264 yuv420p .mp4, atomically.
-
-    ``pts`` with ``time_base`` give each frame its own timestamp (variable frame rate); ``gop`` sets the
-    keyframe interval (x264's default, 250, otherwise).
-    """
-    import av
-
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        container = av.open(str(tmp), mode="w", format="mp4")
-        try:
-            stream = None
-            for i, frame in enumerate(frames):
-                if stream is None:
-                    height, width = frame.shape[:2]
-                    if height % 2 or width % 2:
-                        raise ValueError(f"H.264 yuv420p needs even frame sizes, got {width}x{height}")
-                    stream = container.add_stream("libx264", rate=fractions.Fraction(fps).limit_denominator(1001))
-                    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-                    stream.codec_context.thread_count = 1
-                    stream.options = {"preset": preset, "crf": str(crf), **({"g": str(gop)} if gop else {})}
-                    if time_base is not None:
-                        stream.time_base = stream.codec_context.time_base = time_base
-                video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-                if pts is not None:
-                    video_frame.pts, video_frame.time_base = int(pts[i]), time_base
-                container.mux(stream.encode(video_frame))
-            if stream is None:
-                raise ValueError("write_video got no frames")
-            container.mux(stream.encode(None))
-        finally:
-            container.close()
-    return path
 
 
 # ------------------------------------------------------------------------------------------------ rendering
@@ -237,73 +149,3 @@ def render_video(kind: str, rng: np.random.Generator, frames: int, size: int) ->
         pick = int(rng.integers(0, len(noise)))
         cv2.subtract(cv2.add(frame, noise_up[pick]), noise_down[pick], dst=video[f])
     return video
-
-
-# ------------------------------------------------------------------------------------------------ generation
-def _video_rng(seed: int, class_index: int, split: str, number: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([seed, class_index, SPLITS.index(split), number]))
-
-
-def _make_video(job: tuple[SynthConfig, Path, int, str, int]) -> str:
-    config, out, class_index, split, number = job
-    name = config.class_names[class_index]
-    rng = _video_rng(config.seed, class_index, split, number)
-    relative = Path(split) / name / f"{name}_{number:04d}.mp4"
-    write_video(out / relative, render_video(name, rng, config.frames, config.size), config.fps)
-    return relative.as_posix()
-
-
-def _prepare_out(out: Path, overwrite: bool) -> None:
-    if out.is_file():
-        raise EdgevidError(f"{out}: is a file, expected an output directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not (out / "synth.json").is_file():
-            raise EdgevidError(f"{out}: directory is not empty and holds no edgevid synth dataset; choose another")
-        if not overwrite:
-            raise EdgevidError(f"{out}: a synth dataset is already there (pass --overwrite to replace it)")
-        for split in SPLITS:
-            shutil.rmtree(out / split, ignore_errors=True)
-        (out / "synth.json").unlink()
-
-
-def generate_synth(out: str | Path, config: SynthConfig | None = None, *, workers: int = 1,
-                   overwrite: bool = False, show_progress: bool = True) -> dict:
-    """Write a synthetic dataset to ``out`` (layout in the module docstring); returns the synth.json content."""
-    from edgevid.utils.console import progress
-
-    config = config or SynthConfig()
-    out = Path(out)
-    _prepare_out(out, overwrite)
-    counts = {"train": config.videos_per_class, "val": config.val_per_class}
-    jobs = [(config, out, c, split, n) for split in SPLITS for c in range(config.classes) for n in range(counts[split])]
-    start = time.perf_counter()
-    written: list[str] = []
-    with progress(transient=not show_progress) as bar:
-        task = bar.add_task("synth videos", total=len(jobs), info=str(out), visible=show_progress)
-        if workers > 1:
-            from edgevid.data.transforms import opencv_single_thread
-
-            opencv_single_thread()
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for relative in pool.map(_make_video, jobs, chunksize=4):
-                    written.append(relative)
-                    bar.advance(task)
-        else:
-            for job in jobs:
-                written.append(_make_video(job))
-                bar.advance(task)
-    for split in SPLITS:
-        rows = [f"{path},{path.split('/')[1]}" for path in written if path.startswith(f"{split}/")]
-        write_text_atomic(out / f"{split}.csv", "path,label\n" + "".join(f"{row}\n" for row in rows))
-    write_text_atomic(out / "classes.txt", "".join(f"{name}\n" for name in config.class_names))
-    summary = {
-        "format": SYNTH_FORMAT,
-        "generator": "edgevid data synth",
-        "config": asdict(config),
-        "classes": config.class_names,
-        "mirror_classes": [list(pair) for pair in config.mirror_classes],
-        "counts": {split: config.classes * counts[split] for split in SPLITS},
-        "seconds": round(time.perf_counter() - start, 2),
-    }
-    write_json_atomic(out / "synth.json", summary)
-    return summary
