@@ -79,7 +79,7 @@ def make_artifacts(name: str, workdir: Path, data: Path) -> tuple[dict[Key, Path
     spec = get_spec(name)
     model = create_model(name, num_classes=400).eval()
     meta = ArtifactMeta(model=name, classes=[f"c{i}" for i in range(400)], frames=spec.frames, size=spec.size,
-                        sampling_stride=spec.sampling_rate, mean=spec.mean, std=spec.std)
+                        sampling_stride=spec.sampling_stride, mean=spec.mean, std=spec.std)
     ckpt = save_checkpoint(workdir / f"{name}.pt", model, meta)
     paths, unavailable = {("torch", "fp32"): ckpt, ("torch", "bf16"): ckpt}, {}
     paths[("onnxruntime", "fp32")] = export(ckpt, "onnx", parity_clips=1).path

@@ -49,7 +49,7 @@ def checkpoint(name: str, work: Path, **arch) -> Path:
     """A random-weight checkpoint of a zoo model at its default input."""
     spec = get_spec(name)
     meta = ArtifactMeta(model=name, classes=CLASSES, frames=spec.frames, size=spec.size,
-                        sampling_stride=spec.sampling_rate, mean=spec.mean, std=spec.std, fps=FPS, arch=arch)
+                        sampling_stride=spec.sampling_stride, mean=spec.mean, std=spec.std, fps=FPS, arch=arch)
     return save_checkpoint(work / f"{name}.pt", create_model(name, num_classes=len(CLASSES), **arch).eval(), meta)
 
 

@@ -43,7 +43,7 @@ PRECISIONS = {"onnx": ("fp32",), "openvino": ("fp32", "bf16")}
 def checkpoint(name: str, arch: dict, work: Path) -> Path:
     spec = get_spec(name)
     meta = ArtifactMeta(model=name, classes=[f"c{i}" for i in range(10)], frames=FRAMES, size=spec.size,
-                        sampling_stride=spec.sampling_rate, mean=spec.mean, std=spec.std, arch=arch)
+                        sampling_stride=spec.sampling_stride, mean=spec.mean, std=spec.std, arch=arch)
     return save_checkpoint(work / f"{name}.pt", create_model(name, num_classes=10, **arch).eval(), meta)
 
 

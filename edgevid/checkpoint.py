@@ -31,10 +31,10 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "RUN_CHECKPOINTS", "Checkpoint", "build_m
 
 def build_model(meta: ArtifactMeta) -> torch.nn.Module:
     """An untrained model with the architecture that ``meta`` describes (pruned layers re-sliced to the shapes
-    recorded in ``meta.extra["pruned_shapes"]``)."""
+    recorded in ``meta.pruned_shapes``)."""
     model = create_model(meta.model, num_classes=meta.num_classes, head=meta.head, **meta.arch)
-    if meta.extra.get("pruned_shapes"):
-        apply_pruned_shapes(model, meta.extra["pruned_shapes"])
+    if meta.pruned_shapes:
+        apply_pruned_shapes(model, meta.pruned_shapes)
     return model
 
 

@@ -89,7 +89,7 @@ def models_cmd(
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    columns = ["name", "family", "params_m", "gmacs", "input", "sampling_rate"]
+    columns = ["name", "family", "params_m", "gmacs", "input", "sampling_stride"]
     console.print(make_table(rows, columns, title=f"edgevid model zoo ({num_classes} classes)",
                              formats={"params_m": ".2f", "gmacs": ".3f"}))
     pretrained = [{"model": row["name"], "family": row["family"], "imports from (--from source)": "; ".join(
@@ -132,7 +132,7 @@ def import_cmd(
     info = meta.extra["imported_from"]
     console.print(f"wrote {path}: {meta.model} from a {info['format']} checkpoint, {meta.num_classes} classes "
                   f"({', '.join(meta.classes[:3])}, ...), input {meta.frames}x{meta.size} every "
-                  f"{meta.sampling_stride} frames ({meta.extra['sampling']}), mean {meta.mean}", highlight=False)
+                  f"{meta.sampling_stride} frames ({meta.sampling}), mean {meta.mean}", highlight=False)
     if info["ignored"]:
         console.print(f"ignored entries of the file: {', '.join(info['ignored'])}", highlight=False)
     for note in info["notes"]:

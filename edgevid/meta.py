@@ -24,11 +24,83 @@ from edgevid.utils.openvino import openvino_core
 
 HEAD_KINDS = ("clip", "frame", "dense", "features")
 META_KEY = "edgevid"
+# Version of the metadata layout. 1 (never written as a number: no ``meta_version`` key) kept the run facts below
+# as untyped ``extra`` keys; :func:`upgrade_meta_dict` turns such a dict into the current layout.
+META_VERSION = 2
+DEFAULT_SAMPLING = "dense"
+DEFAULT_INPUT = "clip"
+DEFAULT_OUTPUT = "logits"
+
+
+@dataclass
+class InputSpec:
+    """How an exported graph takes its clips: tensor names, dynamic axes and the rules of a dynamic time axis
+    (a checkpoint's model knows its own rules; its spec stays at the defaults)."""
+
+    name: str = DEFAULT_INPUT
+    output: str = DEFAULT_OUTPUT
+    dynamic_batch: bool = False
+    dynamic_time: bool = False
+    min_frames: int = 1
+    frame_multiple: int = 1
+
+    def __post_init__(self) -> None:
+        if self.min_frames < 1 or self.frame_multiple < 1:
+            raise EdgevidError("metadata input min_frames and frame_multiple must be positive")
+
+
+@dataclass
+class StateSpec:
+    """One state tensor of a streaming export (shape for batch 1 at the artifact's size)."""
+
+    name: str
+    kind: str
+    module: str
+    rate: int
+    shape: list[int]
+    shifted_from: str | None = None
+
+
+@dataclass
+class StreamSpec:
+    """The streaming graph ``(frame, *states) -> (logits, *new states)``: its tensor names and state table."""
+
+    input: str = "frame"
+    output: str = DEFAULT_OUTPUT
+    states: list[StateSpec] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.states = [s if isinstance(s, StateSpec) else StateSpec(**s) for s in self.states]
+
+
+@dataclass
+class QuantizationInfo:
+    """How an INT8 artifact was quantized (``edgevid quantize``)."""
+
+    target: str
+    scheme: dict[str, Any] = field(default_factory=dict)
+    calibration: str = ""
+    calib_clips: int = 0
+    float_layers: list[str] = field(default_factory=list)
+    weighted_layers: int = 0
+    fp32_top1: float | None = None
+    int8_top1: float | None = None
+    max_drop: float | None = None
+    accuracy_guard: str | None = None
+    source: str = ""
+    cpu_features: list[str] = field(default_factory=list)
+
+
+def _typed(value: Any, cls: type) -> Any:
+    return cls(**value) if isinstance(value, dict) else value
 
 
 @dataclass
 class ArtifactMeta:
-    """What a loader needs to run an artifact: model, labels, input geometry, sampling and preprocessing."""
+    """What a loader needs to run an artifact: model, labels, input geometry, sampling and preprocessing.
+
+    ``extra`` holds what no loader needs (recipe, epoch, validation top-1, reports of pruning or imports).
+    """
 
     model: str
     classes: list[str]
@@ -40,9 +112,14 @@ class ArtifactMeta:
     head: str = "clip"
     fps: float = 30.0
     clip_seconds: float | None = None  # a dense clip's span in seconds; None: sampling_stride is in frames
+    sampling: str = DEFAULT_SAMPLING  # how clips are drawn from a video (edgevid.data.sampling)
     precision: str = "fp32"
     arch: dict[str, Any] = field(default_factory=dict)
+    input: InputSpec = field(default_factory=InputSpec)
     streaming: bool = False
+    stream: StreamSpec | None = None  # the state table of a streaming export (None: a clip model or a checkpoint)
+    pruned_shapes: dict[str, list[int]] = field(default_factory=dict)  # weights whose shape pruning changed
+    quantization: QuantizationInfo | None = None
     edgevid_version: str = __version__
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -50,6 +127,10 @@ class ArtifactMeta:
         self.classes = [str(c) for c in self.classes]
         self.mean = tuple(float(v) for v in self.mean)
         self.std = tuple(float(v) for v in self.std)
+        self.input = _typed(self.input, InputSpec)
+        self.stream = _typed(self.stream, StreamSpec)
+        self.quantization = _typed(self.quantization, QuantizationInfo)
+        self.pruned_shapes = {k: [int(d) for d in v] for k, v in self.pruned_shapes.items()}
         if self.head not in HEAD_KINDS:
             raise EdgevidError(f"metadata head {self.head!r} is not one of {', '.join(HEAD_KINDS)}")
         if self.precision not in PRECISION_NAMES:
@@ -68,14 +149,11 @@ class ArtifactMeta:
         return len(self.classes)
 
     def accepts_frames(self, frames: int) -> bool:
-        """Whether an exported artifact takes clips of ``frames`` frames.
-
-        Exporters record the time axis in ``extra``: ``dynamic_time`` (bool), and for a dynamic axis the model's
-        ``min_frames`` and ``frame_multiple``. Without ``dynamic_time`` only ``self.frames`` fits.
-        """
-        if not self.extra.get("dynamic_time"):
+        """Whether an exported artifact takes clips of ``frames`` frames: any count its dynamic time axis allows
+        (``input.min_frames``, ``input.frame_multiple``), else only ``self.frames``."""
+        if not self.input.dynamic_time:
             return frames == self.frames
-        return frames >= int(self.extra.get("min_frames", 1)) and frames % int(self.extra.get("frame_multiple", 1)) == 0
+        return frames >= self.input.min_frames and frames % self.input.frame_multiple == 0
 
     def replace(self, **changes: Any) -> ArtifactMeta:
         return dataclasses.replace(self, **changes)
@@ -84,6 +162,7 @@ class ArtifactMeta:
         data = dataclasses.asdict(self)
         data["mean"] = list(self.mean)
         data["std"] = list(self.std)
+        data["meta_version"] = META_VERSION
         return data
 
     def to_json(self) -> str:
@@ -91,12 +170,17 @@ class ArtifactMeta:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "metadata") -> ArtifactMeta:
+        """Metadata from a dict of any version written so far (see :func:`upgrade_meta_dict`)."""
+        data = upgrade_meta_dict(data, source)
         known = {f.name for f in dataclasses.fields(cls)}
         missing = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
                    and f.default_factory is dataclasses.MISSING and f.name not in data]
         if missing:
             raise EdgevidError(f"{source}: edgevid metadata lacks {', '.join(missing)}")
-        return cls(**{k: v for k, v in data.items() if k in known})
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:  # a nested table with unknown or missing keys
+            raise EdgevidError(f"{source}: malformed edgevid metadata ({exc})") from None
 
     @classmethod
     def from_json(cls, text: str, source: str = "metadata") -> ArtifactMeta:
@@ -105,6 +189,43 @@ class ArtifactMeta:
         except json.JSONDecodeError as exc:
             raise EdgevidError(f"{source}: edgevid metadata is not valid JSON ({exc.msg})") from None
         return cls.from_dict(data, source)
+
+
+# Version 1 kept these facts in ``extra``: key there -> field of InputSpec.
+_V1_INPUT_KEYS = {"input": "name", "output": "output", "dynamic_batch": "dynamic_batch",
+                  "dynamic_time": "dynamic_time", "min_frames": "min_frames", "frame_multiple": "frame_multiple"}
+
+
+def upgrade_meta_dict(data: dict[str, Any], source: str = "metadata") -> dict[str, Any]:
+    """A metadata dict in the current layout (:data:`META_VERSION`), from any layout written so far.
+
+    Version 1 (no ``meta_version``): ``extra["sampling"]``, the ONNX input keys (``input``, ``output``,
+    ``dynamic_batch``, ``dynamic_time``, ``min_frames``, ``frame_multiple``), ``extra["streaming"]`` (the state
+    table), ``extra["pruned_shapes"]`` and ``extra["quantization"]`` become typed fields; a ``sampling_rate``
+    is read as ``sampling_stride``.
+    """
+    version = data.get("meta_version", 1)
+    if not isinstance(version, int) or version > META_VERSION:
+        raise EdgevidError(f"{source}: edgevid metadata version {version!r} is newer than this edgevid reads "
+                           f"({META_VERSION}); upgrade edgevid")
+    data = {k: v for k, v in data.items() if k != "meta_version"}
+    if version >= META_VERSION:
+        return data
+    extra = dict(data.get("extra") or {})
+    if "sampling_rate" in data and "sampling_stride" not in data:
+        data["sampling_stride"] = data.pop("sampling_rate")
+    data["sampling"] = extra.pop("sampling", DEFAULT_SAMPLING)
+    data["input"] = {field_name: extra.pop(key) for key, field_name in _V1_INPUT_KEYS.items() if key in extra}
+    stream = extra.pop("streaming", None)
+    if isinstance(stream, dict):  # a streaming export: its graph takes frames, not clips
+        data["stream"] = stream
+        data["input"].setdefault("name", stream.get("input", StreamSpec.input))
+        data["input"].setdefault("output", stream.get("output", StreamSpec.output))
+    data["pruned_shapes"] = extra.pop("pruned_shapes", None) or {}
+    if isinstance(extra.get("quantization"), dict):
+        data["quantization"] = extra.pop("quantization")
+    data["extra"] = extra
+    return data
 
 
 # --------------------------------------------------------------------------------------------- checkpoints

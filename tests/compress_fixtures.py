@@ -45,7 +45,7 @@ def make_synth(root: Path, classes: int = 3, videos: int = 4, val: int = 3) -> P
 
 def tiny_meta(classes: list[str], **extra) -> ArtifactMeta:
     return ArtifactMeta(model="tiny3d", classes=classes, frames=FRAMES, size=SIZE, sampling_stride=STRIDE,
-                        mean=MEAN, std=STD, arch={"width": 8}, fps=25.0, extra={"sampling": "dense", **extra})
+                        mean=MEAN, std=STD, arch={"width": 8}, fps=25.0, sampling="dense", extra=extra)
 
 
 def train_tiny_run(data: Path, run_dir: Path, steps: int = 30) -> Path:

@@ -36,7 +36,7 @@ def test_prune_to_mac_budget_keeps_shapes_consistent(tmp_path):
     path = save_checkpoint(tmp_path / "pruned.pt", pruned.model, meta)
     loaded, loaded_meta = load_model(path)
     torch.testing.assert_close(loaded(x), pruned.model(x))
-    assert count_params(loaded) == pruned.params_after and loaded_meta.extra["pruned_shapes"]
+    assert count_params(loaded) == pruned.params_after and loaded_meta.pruned_shapes
     onnx = export(path, "onnx", out=tmp_path / "pruned.onnx")
     assert onnx.parity.passed and load(onnx.path).predict(x.numpy()).shape == (2, 3)
 
@@ -75,12 +75,12 @@ def test_prune_run_with_finetuning_loads_without_the_original(tmp_path):
                    show_progress=False)
     assert {"pruned.pt", "best.pt", "last.pt", "recipe.yaml"} <= {p.name for p in result.run_dir.iterdir()}
     meta = load_checkpoint(result.checkpoint).meta
-    assert meta.extra["pruned_shapes"] and meta.extra["pruning"]["ratio"] == 0.4
+    assert meta.pruned_shapes and meta.extra["pruning"]["ratio"] == 0.4
     assert meta.extra["epoch"] == 1 and meta.precision == "fp32"
     shutil.rmtree(run)
     model, _ = load_model(result.run_dir)
     assert count_macs(model, FRAMES, SIZE) == meta.extra["pruning"]["macs_after"]
-    pruned_widths = [shape[0] for shape in meta.extra["pruned_shapes"].values() if len(shape) == 5]  # conv weights
+    pruned_widths = [shape[0] for shape in meta.pruned_shapes.values() if len(shape) == 5]  # conv weights
     assert pruned_widths and all(width % 8 == 0 for width in pruned_widths)  # round_to=8 by default
     assert load(result.run_dir).predict(torch.randn(1, 3, FRAMES, SIZE, SIZE).numpy()).shape == (1, 3)
 

@@ -75,8 +75,8 @@ def test_onnx_runtime_qdq_from_onnx_with_guard_and_report(setup, tmp_path):
     result = quantize(setup["onnx"], "onnx", setup["calib"], out=out, data=setup["data"], method="entropy",
                       bench_iters=2, show_progress=False)
     meta = read_meta(out)
-    assert meta.precision == "int8" and meta.extra["quantization"]["scheme"]["method"] == "entropy"
-    assert meta.extra["dynamic_batch"]
+    assert meta.precision == "int8" and meta.quantization.scheme["method"] == "entropy"
+    assert meta.input.dynamic_batch
     assert abs(result.fp32_top1 - result.int8_top1) <= 1.0 or result.float_layers
     graph, init = _initializers(out)
     activation_zero_points = [init[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear"]

@@ -20,7 +20,7 @@ CLASSES = ["left", "right", "up"]
 
 def _meta(**kw) -> ArtifactMeta:
     base = dict(model="tiny3d", classes=CLASSES, frames=4, size=32, sampling_stride=2, mean=(0.45, 0.45, 0.45),
-                std=(0.225, 0.225, 0.225), arch={"width": 4}, fps=25.0, extra={"sampling": "dense"})
+                std=(0.225, 0.225, 0.225), arch={"width": 4}, fps=25.0, sampling="dense")
     base.update(kw)
     return ArtifactMeta(**base)
 
@@ -62,8 +62,8 @@ def test_metadata_roundtrip_through_onnx_ir_and_sidecar(tiny, tmp_path):
     expected = _meta()
     for kind in ("onnx", "xml"):
         meta = read_meta(tiny[kind].path)
-        assert meta.replace(extra={}) == expected.replace(extra={})
-        assert meta.extra["sampling"] == "dense" and meta.extra["dynamic_time"] is True
+        assert meta.replace(extra={}, input=expected.input) == expected.replace(extra={})
+        assert meta.sampling == "dense" and meta.input.dynamic_time is True
         assert meta.accepts_frames(8) and not meta.accepts_frames(5)
         assert load(tiny[kind].path).meta == meta
     engine = tmp_path / "m.engine"

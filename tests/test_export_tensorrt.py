@@ -138,8 +138,8 @@ def test_engine_build_and_parity(ckpt, tmp_path, precision):
 
 def test_profiles_cover_every_input_of_a_streaming_onnx(stream_onnx):
     inputs = onnx_input_shapes(stream_onnx)
-    states = read_meta(stream_onnx).extra["streaming"]["states"]
-    assert list(inputs) == ["frame", *(s["name"] for s in states)]
+    states = read_meta(stream_onnx).stream.states
+    assert list(inputs) == ["frame", *(s.name for s in states)]
     assert inputs["frame"] == (-1, 3, 1, 32, 32) and inputs["step"] == (1,)
     profiles = profile_shapes(inputs, ShapeRanges(batch=(1, 2, 4)))
     assert set(profiles) == {name for name, shape in inputs.items() if -1 in shape} == set(inputs) - {"step"}

@@ -42,16 +42,16 @@ def test_family_exports_to_onnx_and_openvino(family, tmp_path):
     onnx_result = export(ckpt, "onnx", parity_clips=2)
     assert onnx_result.parity.passed and onnx_result.parity.top1_agreement == 1.0
     onnx_meta = read_meta(onnx_result.path)
-    assert onnx_meta.extra["dynamic_batch"] is True
+    assert onnx_meta.input.dynamic_batch is True
     if dynamic_time is not None:
-        assert onnx_meta.extra["dynamic_time"] is dynamic_time
+        assert onnx_meta.input.dynamic_time is dynamic_time
 
     xml_result = export(onnx_result.path, "openvino", parity_clips=2)
     assert xml_result.parity.passed and xml_result.parity.reference == "onnxruntime"
 
     # the exporters ran both artifacts at batch 2 and batch 1 against their source; a dynamic time axis must also
     # take 2T in OpenVINO (ONNX Runtime at 2T was checked against PyTorch when the axis was made dynamic)
-    if onnx_meta.extra["dynamic_time"]:
+    if onnx_meta.input.dynamic_time:
         clip = np.random.default_rng(1).standard_normal((1, 3, 2 * frames, size, size)).astype(np.float32)
         expected = load(onnx_result.path).predict(clip)
         np.testing.assert_allclose(load(xml_result.path).predict(clip), expected,

@@ -131,7 +131,7 @@ def test_torchvision_2d_backbones_as_tsm(tmp_path):
             state.update({k: v.clone() for k, v in reference.state_dict().items()
                           if k.startswith(("fc.", "classifier."))})
         _, meta = _import_and_compare(tmp_path, state, expected, clip, model, name=f"{name}.pth")
-        assert meta.num_classes == 1000 and meta.extra["sampling"] == "segments"
+        assert meta.num_classes == 1000 and meta.sampling == "segments"
 
 
 def test_torchvision_resnet50_inflated_into_i3d(tmp_path):

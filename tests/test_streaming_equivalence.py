@@ -160,14 +160,14 @@ def test_onnx_runtime_streaming_equals_the_causal_clip_model(tmp_path):
     meta = _meta("x3d_tiny", {})
     path = tmp_path / "stream.onnx"
     out_meta = streaming_onnx(to_streaming(model), meta, path)
-    assert read_meta(path).streaming and out_meta.extra["streaming"]["states"][-1]["kind"] == "step"
+    assert read_meta(path).streaming and out_meta.stream.states[-1].kind == "step"
     session = OnnxRuntimePredictor.open(path)
-    states = out_meta.extra["streaming"]["states"]
-    assert session.input_names == ["frame", *(s["name"] for s in states)]
+    states = out_meta.stream.states
+    assert session.input_names == ["frame", *(s.name for s in states)]
     # the older frame buffers are shifted by the predictor, not copied by the graph
-    shifted = [s for s in states if s["shifted_from"]]
-    assert len(shifted) == 3 + 4 and shifted[0]["shifted_from"] == "buffer.stem.conv_t.1"
-    assert session.output_names == ["logits", *(f"next.{s['name']}" for s in states if not s["shifted_from"])]
+    shifted = [s for s in states if s.shifted_from]
+    assert len(shifted) == 3 + 4 and shifted[0].shifted_from == "buffer.stem.conv_t.1"
+    assert session.output_names == ["logits", *(f"next.{s.name}" for s in states if not s.shifted_from)]
     predictor = GraphStreamingPredictor(session)
     parity = streaming_parity(model, predictor, meta, tolerance=1e-4, frames=5)
     assert parity.clips == 5 and parity.max_abs_diff < 1e-4
@@ -203,7 +203,7 @@ def test_strided_causal_r2plus1d_streams_exactly_through_graph_runtimes(tmp_path
                                       causal=True))
     meta = _meta("r2plus1d_tiny", {}, frames=9)
     path = _streaming_export(model, meta, tmp_path, target)
-    assert {s["rate"] for s in read_meta(path).extra["streaming"]["states"] if s["shifted_from"]} == {1, 2, 4, 8}
+    assert {s.rate for s in read_meta(path).stream.states if s.shifted_from} == {1, 2, 4, 8}
     predictor = load_streaming(path)
     assert predictor.backend == ("openvino" if target == "openvino" else "onnxruntime")
     parity = streaming_parity(model, predictor, meta, tolerance=1e-4, frames=9)

@@ -86,7 +86,7 @@ def test_run_directory_and_checkpoint_metadata(runs, dataset):
     assert (meta.model, meta.classes, meta.frames, meta.size, meta.sampling_stride) == ("tiny3d", CLASSES, 4, 32, 2)
     assert meta.head == "clip" and meta.arch == {"width": 8} and meta.fps == 30.0
     assert meta.mean == (0.45, 0.45, 0.45) and meta.std == (0.225, 0.225, 0.225)
-    assert meta.extra["sampling"] == "dense" and meta.extra["recipe"] == "tiny" and meta.extra["epoch"] == 2
+    assert meta.sampling == "dense" and meta.extra["recipe"] == "tiny" and meta.extra["epoch"] == 2
     state = ckpt.train_state
     assert {"optimizer", "scheduler", "scaler", "rng", "epoch", "global_step", "best_top1", "recipe"} <= set(state)
     assert state["scheduler"] == {"step_count": 6}

@@ -51,7 +51,7 @@ class ValidationSet:
 
         dataset = build_dataset(data, split, frames=meta.frames, size=meta.size,
                                 sampling_stride=meta.sampling_stride, mean=meta.mean, std=meta.std, train=False,
-                                sampling=meta.extra.get("sampling", "dense"), classes=meta.classes,
+                                sampling=meta.sampling, classes=meta.classes,
                                 clip_seconds=meta.clip_seconds)
         indices = np.arange(len(dataset))
         if max_clips is not None and max_clips < len(indices):

@@ -57,7 +57,7 @@ class Preprocessing:
 
     @classmethod
     def from_meta(cls, meta: ArtifactMeta) -> Preprocessing:
-        return cls(meta.frames, meta.size, meta.sampling_stride, meta.extra.get("sampling", "dense"),
+        return cls(meta.frames, meta.size, meta.sampling_stride, meta.sampling,
                    tuple(meta.mean), tuple(meta.std))
 
     @classmethod
@@ -65,7 +65,7 @@ class Preprocessing:
         from edgevid.models import get_spec
 
         spec = get_spec(name)
-        return cls(spec.frames, spec.size, spec.sampling_rate, sampling, tuple(spec.mean), tuple(spec.std))
+        return cls(spec.frames, spec.size, spec.sampling_stride, sampling, tuple(spec.mean), tuple(spec.std))
 
     def describe(self) -> str:
         return (f"{self.frames}x{self.size}x{self.size} clips, stride {self.sampling_stride}, {self.sampling} "

@@ -16,7 +16,7 @@ removes ``ratio`` of the MACs is found by bisection (to within :data:`MAC_TOLERA
   the shift computes its fold from the tensor's channel count at run time (``C // fold_div``), so a pruned block
   shifts 1/8 of its *remaining* channels.
 
-The pruned model is saved as an ordinary checkpoint whose metadata holds ``extra["pruned_shapes"]`` (the shape
+The pruned model is saved as an ordinary checkpoint whose metadata holds ``pruned_shapes`` (the shape
 of every weight that differs from a freshly built model); :func:`edgevid.checkpoint.build_model` re-slices a
 new model to those shapes (:func:`edgevid.models.pruned.apply_pruned_shapes`), so it loads, exports and
 quantizes without the original run.
@@ -181,7 +181,7 @@ def check_ratio(ratio: float) -> None:
 def pruned_meta(meta: ArtifactMeta, pruned: PrunedModel, reference: nn.Module, info: dict[str, Any]) -> ArtifactMeta:
     """The metadata of a pruned checkpoint: its weight shapes (so it loads alone) and what pruning did."""
     extra = {k: v for k, v in meta.extra.items() if k not in ("val_top1", "best_val_top1", "epoch")}
-    return meta.replace(extra={**extra, "pruned_shapes": pruned_shapes(pruned.model, reference), "pruning": info})
+    return meta.replace(pruned_shapes=pruned_shapes(pruned.model, reference), extra={**extra, "pruning": info})
 
 
 # ------------------------------------------------------------------------------------------------ prune a run

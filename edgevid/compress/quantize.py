@@ -12,7 +12,7 @@ trt        the same, in TensorRT's explicit-quantization scheme:       Q/DQ ``.o
            0), per-tensor activations, float biases                    int8`` builds the engine
 =========  ==========================================================  ================================
 
-Every output carries the metadata of its source with ``precision = int8`` and ``extra["quantization"]``
+Every output carries the metadata of its source with ``precision = int8`` and ``quantization``
 (target, method, scheme, calibration set, layers left in float, top-1 before/after when measured).
 
 Accuracy guard (``data`` given): FP32 and INT8 top-1 on the validation split; when INT8 loses more than
@@ -37,7 +37,7 @@ from edgevid.compress.accuracy import AccuracyGuardError, ValidationSet, onnx_ac
 from edgevid.compress.calibration import check_method, load_calibration
 from edgevid.errors import EdgevidError
 from edgevid.formats import CHECKPOINT_SUFFIXES, FORMATS
-from edgevid.meta import ArtifactMeta, read_meta
+from edgevid.meta import ArtifactMeta, QuantizationInfo, read_meta
 from edgevid.utils.machine import cpu_features
 
 TARGETS = ("openvino", "onnx", "trt")
@@ -314,7 +314,7 @@ def quantize(artifact: str | Path, target: str, calib: str | Path, *, out: str |
                 "int8_top1": outcome.int8_top1, "max_drop": max_drop if valset is not None else None,
                 "accuracy_guard": outcome.guard.get("method"), "source": str(source),
                 "cpu_features": [name for name, on in cpu_features().items() if on]}
-        int8_meta = fp32_meta.replace(precision="int8", extra={**fp32_meta.extra, "quantization": info})
+        int8_meta = fp32_meta.replace(precision="int8", quantization=QuantizationInfo(**info))
         _write_output(target, outcome, int8_meta, out)
         result = QuantizeResult(out, target, int8_meta, outcome.float_layers, outcome.weighted_layers, len(clips),
                                 outcome.parity, outcome.fp32_top1, outcome.int8_top1)

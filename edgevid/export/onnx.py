@@ -7,11 +7,12 @@ model against ~10 s), which keeps exports and tests quick. Every export is check
 
 The time axis is dynamic when the model allows it: the graph is exported with a dynamic T and then run at 2T
 through ONNX Runtime against PyTorch; a model whose reshape or head fixes T (or that rejects 2T) is re-exported
-with a static T. The decision is recorded in the metadata (``extra['dynamic_time']``).
+with a static T. The decision is recorded in the metadata (``meta.input.dynamic_time``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +30,7 @@ from edgevid.export.base import (
     register_exporter,
 )
 from edgevid.formats import FORMATS
-from edgevid.meta import ArtifactMeta, write_onnx_meta
+from edgevid.meta import ArtifactMeta, InputSpec, write_onnx_meta
 from edgevid.precision import PRECISIONS
 from edgevid.utils.atomic import atomic_path
 
@@ -120,19 +121,19 @@ def model_to_onnx(model: torch.nn.Module, meta: ArtifactMeta, path: Path, option
         raise EdgevidError("ONNX INT8 comes from `edgevid quantize ... --calib DIR` (Q/DQ ONNX), not from export")
     example = (torch.randn(2, 3, meta.frames, meta.size, meta.size),)
     dynamic_time = True if options.dynamic_time is None else options.dynamic_time
-    extra = {**meta.extra, "opset": options.opset, "input": INPUT_NAME, "output": output_name(meta),
-             "exporter": "torch.onnx/torchscript", "dynamic_batch": True, "min_frames": int(model.min_frames),
-             "frame_multiple": int(model.frame_multiple)}
-    out_meta = meta.replace(precision="fp32", extra={**extra, "dynamic_time": dynamic_time})
+    extra = {**meta.extra, "opset": options.opset, "exporter": "torch.onnx/torchscript"}
+    spec = InputSpec(name=INPUT_NAME, output=output_name(meta), dynamic_batch=True, dynamic_time=dynamic_time,
+                     min_frames=int(model.min_frames), frame_multiple=int(model.frame_multiple))
+    out_meta = meta.replace(precision="fp32", input=spec, extra=extra)
 
     def write(target_meta: ArtifactMeta) -> None:
         export_onnx_module(model, example, path, input_names=[INPUT_NAME], output_names=[output_name(meta)],
-                           dynamic_axes=_dynamic_axes(meta, target_meta.extra["dynamic_time"]), meta=target_meta,
+                           dynamic_axes=_dynamic_axes(meta, target_meta.input.dynamic_time), meta=target_meta,
                            opset=options.opset)
 
     write(out_meta)
     if options.dynamic_time is None and not _time_axis_works(model, path, meta):
-        out_meta = meta.replace(precision="fp32", extra={**extra, "dynamic_time": False})
+        out_meta = out_meta.replace(input=dataclasses.replace(spec, dynamic_time=False))
         write(out_meta)
     if options.precision == "fp16":
         import onnx
@@ -160,5 +161,5 @@ class OnnxExporter(Exporter):
             meta = model_to_onnx(model, source.meta, tmp, self.options)
             candidate = OnnxRuntimePredictor.open(tmp, threads=self.options.threads)
             parity = check_parity(source, candidate, self.options, f"{out} (ONNX Runtime)")
-        notes = [f"time axis {'dynamic' if meta.extra['dynamic_time'] else 'static'} (T={meta.frames})"]
+        notes = [f"time axis {'dynamic' if meta.input.dynamic_time else 'static'} (T={meta.frames})"]
         return ExportResult(self.target, self.options.precision, out, meta, parity, onnx_path=out, notes=notes)

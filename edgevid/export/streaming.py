@@ -1,7 +1,7 @@
 """Streaming export: a causal checkpoint's one-frame-per-step form as ONNX or OpenVINO IR.
 
 The graph is ``(frame, *states) -> (logits, *computed new states)`` (:class:`edgevid.models.streaming.StreamingGraph`)
-with the state table in the artifact's metadata (``extra["streaming"]``); the runtime side, which feeds the states
+with the state table in the artifact's metadata (``meta.stream``); the runtime side, which feeds the states
 back step after step, is :mod:`edgevid.runtime.streaming`. :func:`export_streaming` checks the written artifact
 frame by frame, through its own runtime, against the causal model run on the whole clip.
 """
@@ -19,7 +19,7 @@ from edgevid.errors import EdgevidError
 from edgevid.export.base import ExportResult, Parity, atomic_files
 from edgevid.export.onnx import export_onnx_module
 from edgevid.formats import FORMATS, STREAMING_TARGETS, is_checkpoint
-from edgevid.meta import ArtifactMeta, write_openvino_meta
+from edgevid.meta import ArtifactMeta, InputSpec, StateSpec, StreamSpec, write_openvino_meta
 from edgevid.models.streaming import StreamingGraph
 from edgevid.precision import get_precision
 from edgevid.runtime.onnx_backend import OnnxRuntimePredictor
@@ -52,9 +52,10 @@ def streaming_onnx(streaming_model, meta: ArtifactMeta, path: Path, opset: int =
     layout = streaming_layout(streaming_model, meta)
     names = [s["name"] for s in layout]
     computed = [s.name for s in streaming_model.computed_states]
-    out_meta = meta.replace(streaming=True, head="clip", precision="fp32", extra={
-        **meta.extra, "opset": opset, "exporter": "torch.onnx/torchscript", "dynamic_batch": True,
-        "dynamic_time": False, "streaming": {"input": FRAME_INPUT, "output": LOGITS_OUTPUT, "states": layout}})
+    out_meta = meta.replace(streaming=True, head="clip", precision="fp32",
+                            input=InputSpec(name=FRAME_INPUT, output=LOGITS_OUTPUT, dynamic_batch=True),
+                            stream=StreamSpec(FRAME_INPUT, LOGITS_OUTPUT, [StateSpec(**s) for s in layout]),
+                            extra={**meta.extra, "opset": opset, "exporter": "torch.onnx/torchscript"})
     dynamic_axes = {FRAME_INPUT: {0: "batch"}, LOGITS_OUTPUT: {0: "batch"}}
     for state in layout:
         if state["kind"] != "step":

@@ -43,7 +43,7 @@ from edgevid.export.base import (
     register_exporter,
     with_precision,
 )
-from edgevid.export.onnx import INPUT_NAME, OnnxExporter, finalize_onnx, to_fp16
+from edgevid.export.onnx import OnnxExporter, finalize_onnx, to_fp16
 from edgevid.formats import FORMATS
 from edgevid.meta import ArtifactMeta, sidecar_path
 from edgevid.runtime.base import Predictor
@@ -122,10 +122,9 @@ def profile_shapes(inputs: Mapping[str, Sequence[int]], ranges: ShapeRanges) -> 
 
 def shape_ranges(meta: ArtifactMeta, batch_max: int) -> ShapeRanges:
     """Batch 1/1/``batch_max``; T from the model's minimum (a multiple of its frame multiple) to 2T, opt T."""
-    min_frames = int(meta.extra.get("min_frames", meta.frames))
-    multiple = int(meta.extra.get("frame_multiple", 1))
+    min_frames, multiple = meta.input.min_frames, meta.input.frame_multiple
     time = (max(multiple, math.ceil(min_frames / multiple) * multiple), meta.frames, 2 * meta.frames)
-    return ShapeRanges((1, 1, batch_max), time, meta.extra.get("input", INPUT_NAME))
+    return ShapeRanges((1, 1, batch_max), time, meta.input.name)
 
 
 def onnx_input_shapes(onnx_path: Path) -> dict[str, Shape]:

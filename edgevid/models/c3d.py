@@ -74,7 +74,7 @@ class C3D(VideoModel):
         return self.fc7(self.fc6(self.features(x)))
 
 
-@register_model("c3d", family="c3d", frames=16, size=112, sampling_rate=1)
+@register_model("c3d", family="c3d", frames=16, size=112, sampling_stride=1)
 def c3d(num_classes: int = 400, head: str = "clip", **overrides) -> C3D:
     """C3D (Tran 2015): 8 plain 3x3x3 convs + fc6/fc7 4096; 16 consecutive frames x 112 (Sports-1M recipe)."""
     return C3D(num_classes, head, **overrides)

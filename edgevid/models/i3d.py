@@ -234,7 +234,7 @@ def inflate_resnet2d(state_dict_2d: Mapping[str, torch.Tensor], model_3d: nn.Mod
     return inflated
 
 
-@register_model("i3d_r50", family="i3d", frames=8, size=224, sampling_rate=8)
+@register_model("i3d_r50", family="i3d", frames=8, size=224, sampling_stride=8)
 def i3d_r50(num_classes: int = 400, head: str = "clip", **overrides) -> I3DResNet:
     """I3D-R50 8x8 (PySlowFast recipe): ResNet-50 inflated (stem 5x7x7, 3x1x1 reduce convs); 8 frames, every 8th."""
     overrides.setdefault("layers", (3, 4, 6, 3))

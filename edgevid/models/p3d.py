@@ -134,7 +134,7 @@ class P3DResNet(VideoModel):
         return self.layer4(x)
 
 
-@register_model("p3d_r50", family="p3d", frames=16, size=160, sampling_rate=1, mean=IMAGENET_MEAN,
+@register_model("p3d_r50", family="p3d", frames=16, size=160, sampling_stride=1, mean=IMAGENET_MEAN,
                 std=IMAGENET_STD)
 def p3d_r50(num_classes: int = 400, head: str = "clip", **overrides) -> P3DResNet:
     """P3D ResNet-50 (Qiu 2017): P3D-A/B/C bottlenecks (``variant``, cycled by default); 16 consecutive frames x 160."""

@@ -1,6 +1,6 @@
 """Pruned shapes: a model rebuilt with the layer widths a structured pruning left behind.
 
-A pruned checkpoint records ``meta.extra["pruned_shapes"]`` (the shape of every weight that differs from a freshly
+A pruned checkpoint records ``meta.pruned_shapes`` (the shape of every weight that differs from a freshly
 built model, :func:`pruned_shapes`); :func:`apply_pruned_shapes` re-slices a new model to those shapes, so it loads,
 exports and quantizes without the pruning run (:func:`edgevid.checkpoint.build_model`). Like timm's builder with
 pruned configs, this is model knowledge: :mod:`edgevid.compress.pruning` only produces the shapes.

@@ -21,7 +21,7 @@ class ModelSpec:
     builder: Callable[..., VideoModel]
     frames: int
     size: int
-    sampling_rate: int
+    sampling_stride: int
     mean: tuple[float, float, float] = KINETICS_MEAN
     std: tuple[float, float, float] = KINETICS_STD
     description: str = ""
@@ -30,7 +30,7 @@ class ModelSpec:
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register_model(name: str, *, family: str, frames: int, size: int, sampling_rate: int,
+def register_model(name: str, *, family: str, frames: int, size: int, sampling_stride: int,
                    mean: tuple[float, float, float] = KINETICS_MEAN,
                    std: tuple[float, float, float] = KINETICS_STD,
                    description: str = "") -> Callable[[Callable[..., VideoModel]], Callable[..., VideoModel]]:
@@ -39,7 +39,7 @@ def register_model(name: str, *, family: str, frames: int, size: int, sampling_r
     def decorate(builder: Callable[..., VideoModel]) -> Callable[..., VideoModel]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelSpec(name, family, builder, frames, size, sampling_rate, mean, std,
+        _REGISTRY[name] = ModelSpec(name, family, builder, frames, size, sampling_stride, mean, std,
                                     description or (builder.__doc__ or "").strip().splitlines()[0])
         return builder
 

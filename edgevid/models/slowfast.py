@@ -120,14 +120,14 @@ class SlowFast(VideoModel):
         return torch.cat([slow, fast], dim=1)
 
 
-@register_model("slowfast_r50", family="slowfast", frames=32, size=224, sampling_rate=2)
+@register_model("slowfast_r50", family="slowfast", frames=32, size=224, sampling_stride=2)
 def slowfast_r50(num_classes: int = 400, head: str = "clip", **overrides) -> SlowFast:
     """SlowFast-R50 4x16 (alpha 8, beta 1/8, lateral kernel 5): 32 frames every 2nd; Slow sees 4 of them."""
     overrides.setdefault("layers", (3, 4, 6, 3))
     return SlowFast(Bottleneck3d, num_classes=num_classes, head=head, **overrides)
 
 
-@register_model("slowfast_r18", family="slowfast", frames=32, size=224, sampling_rate=2)
+@register_model("slowfast_r18", family="slowfast", frames=32, size=224, sampling_stride=2)
 def slowfast_r18(num_classes: int = 400, head: str = "clip", **overrides) -> SlowFast:
     """Compact SlowFast with ResNet-18 basic blocks (kt x3x3 then 1x3x3), same pathways and fusion as the R50."""
     overrides.setdefault("layers", (2, 2, 2, 2))

@@ -26,7 +26,7 @@ def model_summary(name: str, num_classes: int = 400) -> dict[str, Any]:
         "frames": spec.frames,
         "size": spec.size,
         "input": f"{spec.frames}x{spec.size}x{spec.size}",
-        "sampling_rate": spec.sampling_rate,
+        "sampling_stride": spec.sampling_stride,
         "description": spec.description,
     }
 

@@ -48,7 +48,7 @@ class Tiny3D(VideoModel):
         return self.layer3(self.layer2(self.layer1(self.stem(x))))
 
 
-@register_model("tiny3d", family="tiny3d", frames=8, size=112, sampling_rate=4)
+@register_model("tiny3d", family="tiny3d", frames=8, size=112, sampling_stride=4)
 def tiny3d(num_classes: int = 10, head: str = "clip", **overrides) -> Tiny3D:
     """Toy 3D ResNet from the seed notes, for tests and quick experiments."""
     return Tiny3D(num_classes, head, **overrides)

@@ -94,7 +94,7 @@ class TSM(VideoModel):
         return feats.reshape(-1, t, *feats.shape[1:]).transpose(1, 2)
 
 
-_TSM_SPEC = dict(family="tsm", frames=8, size=224, sampling_rate=8, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+_TSM_SPEC = dict(family="tsm", frames=8, size=224, sampling_stride=8, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 _SEGMENTS = "8 TSN-style segments: one frame from each eighth of the video (sampling rate 8 for fixed-stride loaders)"
 
 

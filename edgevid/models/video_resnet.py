@@ -189,7 +189,7 @@ class VideoResNet(VideoModel):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
-_VIDEO_RESNET_SPEC = dict(family="video_resnet", frames=16, size=112, sampling_rate=4,
+_VIDEO_RESNET_SPEC = dict(family="video_resnet", frames=16, size=112, sampling_stride=4,
                           mean=TORCHVISION_VIDEO_MEAN, std=TORCHVISION_VIDEO_STD)
 
 

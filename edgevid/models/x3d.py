@@ -188,19 +188,19 @@ def _x3d(num_classes: int, head: str, **overrides) -> X3D:
     return X3D(X3DConfig(), num_classes, head, **overrides)
 
 
-@register_model("x3d_xs", family="x3d", frames=4, size=160, sampling_rate=12)
+@register_model("x3d_xs", family="x3d", frames=4, size=160, sampling_stride=12)
 def x3d_xs(num_classes: int = 400, head: str = "clip", **overrides) -> X3D:
     """X3D-XS: 4 frames x 160, sampling rate 12."""
     return _x3d(num_classes, head, **overrides)
 
 
-@register_model("x3d_s", family="x3d", frames=13, size=160, sampling_rate=6)
+@register_model("x3d_s", family="x3d", frames=13, size=160, sampling_stride=6)
 def x3d_s(num_classes: int = 400, head: str = "clip", **overrides) -> X3D:
     """X3D-S: 13 frames x 160, sampling rate 6."""
     return _x3d(num_classes, head, **overrides)
 
 
-@register_model("x3d_m", family="x3d", frames=16, size=224, sampling_rate=5)
+@register_model("x3d_m", family="x3d", frames=16, size=224, sampling_stride=5)
 def x3d_m(num_classes: int = 400, head: str = "clip", **overrides) -> X3D:
     """X3D-M: 16 frames x 224, sampling rate 5."""
     return _x3d(num_classes, head, **overrides)

@@ -20,6 +20,7 @@ inputs/outputs) and checks them frame by frame against the causal model run on t
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -184,11 +185,11 @@ class GraphStreamingPredictor(StreamingPredictor):
     are numpy arrays fed as named inputs and read back from the named outputs."""
 
     def __init__(self, predictor: Predictor, horizon: int | None = None) -> None:
-        layout = predictor.meta.extra.get("streaming")
-        if not predictor.meta.streaming or not layout:
+        stream = predictor.meta.stream
+        if not predictor.meta.streaming or stream is None:
             raise EdgevidError(f"{predictor.path}: not a streaming export (export it with "
                                "`edgevid export CHECKPOINT --streaming`)")
-        self.states = layout["states"]
+        self.states = [dataclasses.asdict(state) for state in stream.states]  # the state table as plain dicts
         super().__init__(predictor.meta, predictor.path, predictor.device, [s["kind"] for s in self.states], horizon,
                          predictor.precision)
         self.predictor = predictor

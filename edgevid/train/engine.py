@@ -337,7 +337,8 @@ class Trainer:
             head=base.head if base else self.recipe.model.head, fps=data.model_fps(),
             clip_seconds=data.span_seconds(),
             arch=dict(base.arch if base else self.arch),
-            extra={**(base.extra if base else {}), "recipe": self.recipe_name, "sampling": data.sampling, **extra},
+            sampling=data.sampling, pruned_shapes=dict(base.pruned_shapes) if base else {},
+            extra={**(base.extra if base else {}), "recipe": self.recipe_name, **extra},
         )
 
     # -- state

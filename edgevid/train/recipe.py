@@ -164,7 +164,7 @@ class Recipe:
             self.data,
             frames=self.data.frames or spec.frames,
             size=self.data.size or spec.size,
-            sampling_stride=None if seconds else self.data.sampling_stride or spec.sampling_rate,
+            sampling_stride=None if seconds else self.data.sampling_stride or spec.sampling_stride,
             mean=self.data.mean or spec.mean,
             std=self.data.std or spec.std,
         )

@@ -108,8 +108,8 @@ def load_external(source: str | Path, model: str, fmt: str | None = None,
         model=conversion.model, classes=names, frames=prep.frames, size=prep.size,
         sampling_stride=prep.sampling_stride, mean=prep.mean, std=prep.std, head="clip", fps=30.0,
         arch=dict(conversion.arch),
-        extra={"sampling": prep.sampling,
-               "imported_from": {"file": path.name, "format": fmt, "source_model": model, "ignored": ignored,
+        sampling=prep.sampling,
+        extra={"imported_from": {"file": path.name, "format": fmt, "source_model": model, "ignored": ignored,
                                  "notes": conversion.notes}},
     )
     return ImportReport(net, meta, fmt, ignored, conversion.notes)
