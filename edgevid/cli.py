@@ -485,7 +485,8 @@ def live_cmd(
                                          "artifact's own; bf16 runs an FP32 checkpoint or IR in BF16)."),
     width: int | None = typer.Option(None, "--width", help="Camera: requested frame width."),
     height: int | None = typer.Option(None, "--height", help="Camera: requested frame height."),
-    fps: float | None = typer.Option(None, "--fps", help="Camera: requested fps; image folder: its frame rate."),
+    fps: float | None = typer.Option(None, "--fps", help="Camera: requested fps; image folder, or a file or "
+                                                 "stream that does not report its rate: its frame rate."),
     serve: str | None = typer.Option(None, "--serve", help="Web view on [HOST:]PORT (localhost unless a host is "
                                                            "given): MJPEG video, labels, /status, /metrics."),
     token: str | None = typer.Option(None, "--token", envvar="EDGEVID_TOKEN", help="Access token the web view "

@@ -1,14 +1,19 @@
 """The sliding temporal buffer of the live loop: which source frames form a clip, and when to run the model.
 
 A model trained on T frames taken every ``sampling_stride`` frames of ``train_fps`` video sees the same time span
-on a ``source_fps`` stream when frames are taken every ``source_stride`` source frames. The ring keeps the last
-``span = (T - 1) * stride + 1`` preprocessed frames in a preallocated array (memory stays flat), each frame
-preprocessed once when it arrives, and assembles the newest window from them.
+on a ``source_fps`` stream when frames are taken every ``source_stride`` source frames. A model trained on clips of
+``clip_seconds`` (:attr:`ArtifactMeta.clip_seconds`) is fed windows of the same seconds: every
+``clip_seconds * source_fps / T`` source frames, a fractional stride whose offsets are rounded as in training
+(:mod:`edgevid.data.sampling`). The ring keeps the last ``span = round((T - 1) * stride) + 1`` preprocessed frames in
+a preallocated array (memory stays flat), each frame preprocessed once when it arrives, and assembles the newest
+window from them.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from edgevid.data.sampling import clip_span, seconds_stride
 
 
 def source_stride(sampling_stride: int, train_fps: float, source_fps: float) -> int:
@@ -19,14 +24,24 @@ def source_stride(sampling_stride: int, train_fps: float, source_fps: float) -> 
     return max(1, round(sampling_stride * source_fps / train_fps))
 
 
-def window_span(frames: int, stride: int) -> int:
-    """Source frames covered by a window of ``frames`` frames ``stride`` apart."""
-    return (frames - 1) * stride + 1
+def window_stride(frames: int, sampling_stride: int, train_fps: float, source_fps: float,
+                  clip_seconds: float | None = None) -> float:
+    """The window's stride in source frames: ``clip_seconds`` at ``source_fps`` (fractional) when the model was
+    trained by duration, else :func:`source_stride` (whole frames)."""
+    if clip_seconds is None:
+        return source_stride(sampling_stride, train_fps, source_fps)
+    return seconds_stride(clip_seconds, frames, source_fps)
 
 
-def window_targets(newest: int, frames: int, stride: int) -> list[int]:
-    """Source indices of the window ending at ``newest``, oldest first."""
-    return [newest - (frames - 1 - k) * stride for k in range(frames)]
+def window_span(frames: int, stride: float) -> int:
+    """Source frames covered by a window of ``frames`` frames ``stride`` apart (offsets rounded)."""
+    return clip_span(frames, stride)
+
+
+def window_targets(newest: int, frames: int, stride: float) -> list[int]:
+    """Source indices of the window ending at ``newest``, oldest first (a training clip's indices, shifted)."""
+    first = newest - window_span(frames, stride) + 1
+    return [first + round(k * stride) for k in range(frames)]
 
 
 def nearest_available(available: np.ndarray, targets: list[int]) -> list[int]:
@@ -39,7 +54,7 @@ def nearest_available(available: np.ndarray, targets: list[int]) -> list[int]:
     return [int(available[max(p, 0)]) for p in pos]
 
 
-def inference_frames(total: int, frames: int, stride: int, every: int) -> list[int]:
+def inference_frames(total: int, frames: int, stride: float, every: int) -> list[int]:
     """Indices (0..total-1, every frame kept) at which the loop runs the model: first when the window is full,
     then every ``every`` frames."""
     first = window_span(frames, stride) - 1
@@ -53,9 +68,9 @@ class FrameRing:
     ``window`` returns ``([1, 3, T, S, S] clip, indices)`` once enough history was seen, else ``None``.
     """
 
-    def __init__(self, frames: int, stride: int, frame_shape: tuple[int, int, int]) -> None:
-        if frames < 1 or stride < 1:
-            raise ValueError(f"need frames >= 1 and stride >= 1, got {frames}, {stride}")
+    def __init__(self, frames: int, stride: float, frame_shape: tuple[int, int, int]) -> None:
+        if frames < 1 or stride <= 0:
+            raise ValueError(f"need frames >= 1 and stride > 0, got {frames}, {stride}")
         self.frames = frames
         self.stride = stride
         self.span = window_span(frames, stride)

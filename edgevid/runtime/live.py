@@ -33,10 +33,11 @@ from edgevid.errors import EdgevidError
 from edgevid.formats import is_checkpoint
 from edgevid.meta import ArtifactMeta
 from edgevid.runtime.base import Predictor
-from edgevid.runtime.buffer import EveryK, FrameRing, source_stride
+from edgevid.runtime.buffer import EveryK, FrameRing, window_stride
 from edgevid.runtime.metrics import LatencyStats, LiveReport, MemoryMonitor, log_line
 from edgevid.runtime.sources import Frame, LatestFrameGrabber, Source, open_source
 from edgevid.utils.atomic import atomic_path
+from edgevid.utils.console import err_console
 from edgevid.utils.machine import cpu_features
 
 SMOOTHING = ("ema", "vote", "none")
@@ -229,7 +230,7 @@ class ClipRunner:
 
     mode = "clip"
 
-    def __init__(self, predictor: Predictor, stride: int, every: int) -> None:
+    def __init__(self, predictor: Predictor, stride: float, every: int) -> None:
         meta = predictor.meta
         self.predictor = predictor
         self.ring = FrameRing(meta.frames, stride, (3, meta.size, meta.size))
@@ -257,7 +258,7 @@ class StreamRunner:
 
     mode = "streaming"
 
-    def __init__(self, streamer, stride: int) -> None:
+    def __init__(self, streamer, stride: float) -> None:
         self.streamer = streamer
         self.stride = stride
         self.last: int | None = None
@@ -416,7 +417,14 @@ class StreamState:
         meta: ArtifactMeta = model.meta
         self.index = index
         self.source = source
-        self.stride = source_stride(meta.sampling_stride, meta.fps, source.fps)
+        # the window spans the training clip's seconds at the stream's own rate; a source that does not say its
+        # rate is taken to run at the training rate (the frame stride the model was trained with)
+        self.window_fps = source.fps if source.fps_reported else meta.fps
+        self.fps_note = None if source.fps_reported else (
+            f"{source.name}: the source does not report its frame rate; windows assume the model's {meta.fps:g} fps "
+            "(pass --fps to state the source's rate)")
+        self.stride = window_stride(meta.frames, meta.sampling_stride, meta.fps, self.window_fps, meta.clip_seconds)
+        self.window_seconds = meta.frames * self.stride / self.window_fps  # PyTorchVideo's clip_seconds convention
         if hasattr(model, "step"):
             model.reset()
             self.runner: ClipRunner | StreamRunner = StreamRunner(model, self.stride)
@@ -475,7 +483,12 @@ class StreamState:
                 "latency_ms": {"end_to_end": self.e2e_latency.summary()},
                 "stop_reason": self.stop_reason or "stopped", "failed": self.failed,
                 "last_prediction": self.label.to_list() if self.label else [], "source_fps": self.source.fps,
-                "source_stride": self.stride, "drop_frames": self.drop, "output": self.output}
+                **self.window(), "drop_frames": self.drop, "output": self.output}
+
+    def window(self) -> dict[str, Any]:
+        """The effective sampling of this stream: stride in source frames, the rate it assumed and the seconds."""
+        return {"source_stride": round(self.stride, 4), "window_fps": self.window_fps,
+                "fps_reported": self.source.fps_reported, "window_seconds": round(self.window_seconds, 4)}
 
 
 class LiveLoop:
@@ -693,7 +706,7 @@ class LiveLoop:
             latency_ms={"model": self.model_latency.summary(), "end_to_end": self.e2e_latency.summary()},
             memory_mb=self.memory.summary(), stop_reason=stop_reason,
             last_prediction=first.label.to_list() if single and first.label else [],
-            options={**self.options.public(), "source_fps": first.source.fps, "source_stride": first.stride,
+            options={**self.options.public(), "source_fps": first.source.fps, **first.window(),
                      "drop_frames": first.drop},
             failed=failed, streams=[s.section(elapsed) for s in self.streams],
             batches={str(k): v for k, v in sorted(self.batches.items())},
@@ -766,10 +779,13 @@ def run_live(model: str | Path | Predictor, source: str | int | Path | Source | 
         hub = None
         if options.serve is not None:
             from edgevid.runtime.serve import FrameHub, LiveServer
-            from edgevid.utils.console import console, err_console
+            from edgevid.utils.console import console
 
             hub = FrameHub(len(sources), _render, max_fps=options.serve_fps)
         loop = LiveLoop(loaded, sources, options, displays, hub=hub, events=events, on_label=on_label)
+        for stream in loop.streams:
+            if stream.fps_note:
+                err_console.print(f"[yellow]warning:[/] {stream.fps_note}", highlight=False)
         if hub is not None:
             server = LiveServer(options.serve, loop.status, hub, token=options.token, title=title,
                                 warn=lambda text: err_console.print(f"[yellow]warning:[/] {text}", highlight=False))

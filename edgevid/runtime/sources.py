@@ -46,6 +46,7 @@ class Source:
 
     name: str = ""
     fps: float = DEFAULT_FPS
+    fps_reported: bool = True  # False: the source did not say its rate (nor did --fps) and ``fps`` is assumed
     live: bool = False
 
     def read(self) -> np.ndarray | None:
@@ -88,9 +89,12 @@ def _opened(capture):
     return None
 
 
-def _fps_of(capture, fallback: float) -> float:
+def _fps_of(capture, stated: float | None = None) -> tuple[float, bool]:
+    """The capture's frame rate, else the one the user stated, else DEFAULT_FPS; and whether it was not assumed."""
     fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
-    return fps if 1.0 <= fps <= 1000.0 else fallback
+    if 1.0 <= fps <= 1000.0:
+        return fps, True
+    return (stated, True) if stated else (DEFAULT_FPS, False)
 
 
 class CameraSource(CaptureSource):
@@ -110,7 +114,7 @@ class CameraSource(CaptureSource):
             what = f"camera {index}" if isinstance(index, int) else f"--source {index}"
             raise EdgevidError(f"{what}: cannot be opened (is it connected and not used by another program? "
                                "try another --camera index, or --source for a file or URL)")
-        self.fps = _fps_of(self.capture, fps or DEFAULT_FPS)
+        self.fps, self.fps_reported = _fps_of(self.capture, fps)
 
     def _open(self):
         if isinstance(self.device, int):
@@ -138,7 +142,7 @@ class CameraSource(CaptureSource):
 class VideoFileSource(Source):
     """A video file decoded by OpenCV's FFmpeg backend."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, fps: float | None = None) -> None:
         self.name = str(path)
         self.capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
         ok, first = self.capture.read() if self.capture.isOpened() else (False, None)
@@ -146,7 +150,7 @@ class VideoFileSource(Source):
             self.capture.release()
             raise EdgevidError(f"{path}: cannot be opened as a video (unsupported or corrupt file)")
         self._first: np.ndarray | None = first
-        self.fps = _fps_of(self.capture, DEFAULT_FPS)
+        self.fps, self.fps_reported = _fps_of(self.capture, fps)
 
     def read(self) -> np.ndarray | None:
         if self._first is not None:
@@ -165,14 +169,14 @@ class StreamSource(CaptureSource):
     reopen_failed = "reconnect failed"
     live = True
 
-    def __init__(self, url: str, timeout_s: float = 5.0) -> None:
+    def __init__(self, url: str, timeout_s: float = 5.0, fps: float | None = None) -> None:
         self.name = url
         self.timeout_ms = int(timeout_s * 1000)
         self.capture = self._open()
         if self.capture is None:
             raise EdgevidError(f"{url}: cannot open the stream (check the URL, the network and that the server "
                                f"is up; open timeout {timeout_s:g} s)")
-        self.fps = _fps_of(self.capture, DEFAULT_FPS)
+        self.fps, self.fps_reported = _fps_of(self.capture, fps)
 
     def _open(self):
         return _opened(cv2.VideoCapture(self.name, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self.timeout_ms,
@@ -190,14 +194,15 @@ def _natural_key(path: Path) -> list:
 
 
 class ImageFolderSource(Source):
-    """The images of a folder in natural order (frame2 before frame10), at an assumed frame rate."""
+    """The images of a folder in natural order (frame2 before frame10), at the frame rate given (``--fps``), else
+    an assumed one (``fps_reported`` false)."""
 
-    def __init__(self, folder: Path, fps: float = DEFAULT_FPS) -> None:
+    def __init__(self, folder: Path, fps: float | None = None) -> None:
         self.name = str(folder)
         self.paths = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
         if not self.paths:
             raise EdgevidError(f"{folder}: folder has no images ({', '.join(IMAGE_SUFFIXES)})")
-        self.fps = fps
+        self.fps, self.fps_reported = (fps, True) if fps else (DEFAULT_FPS, False)
         self._next = 0
 
     def read(self) -> np.ndarray | None:
@@ -284,7 +289,7 @@ class GStreamerSource(CaptureSource):
         if self.capture is None:
             raise EdgevidError(f"--source {self.name}: GStreamer cannot start this pipeline (check the elements "
                                "with gst-inspect-1.0 and try it with gst-launch-1.0, ending in fakesink)")
-        self.fps = _fps_of(self.capture, fps or DEFAULT_FPS)
+        self.fps, self.fps_reported = _fps_of(self.capture, fps)
 
     def _open(self):
         return _opened(cv2.VideoCapture(self.pipeline, cv2.CAP_GSTREAMER))
@@ -307,7 +312,7 @@ def open_source(spec: str | int | Path, *, width: int | None = None, height: int
                 fps: float | None = None, timeout_s: float = 5.0) -> Source:
     """Open a camera index, a V4L2 device, ``csi://N``, a GStreamer pipeline, a URL, an image folder or a video
     file. ``width``/``height``/``fps`` are requested from a camera (and CSI pipeline); ``fps`` is assumed for an
-    image folder."""
+    image folder and for a file or stream that does not report its rate."""
     if isinstance(spec, int) or (isinstance(spec, str) and spec.strip().isdigit()):
         return CameraSource(int(spec), width, height, fps)
     if isinstance(spec, str):
@@ -322,14 +327,14 @@ def open_source(spec: str | int | Path, *, width: int | None = None, height: int
         if is_gstreamer_pipeline(text):
             return GStreamerSource(text, fps=fps)
         if is_url(text):
-            return StreamSource(text, timeout_s)
+            return StreamSource(text, timeout_s, fps)
     path = Path(spec)
     if path.is_dir():
-        return ImageFolderSource(path, fps or DEFAULT_FPS)
+        return ImageFolderSource(path, fps)
     if not path.exists():
         raise EdgevidError(f"{path}: no such video file, image folder or URL (a --source is one of: "
                            f"{', '.join(SOURCE_KINDS)})")
-    return VideoFileSource(path)
+    return VideoFileSource(path, fps)
 
 
 def backoff_delays(attempts: int, first_s: float = 0.5, cap_s: float = 8.0) -> list[float]:
