@@ -369,6 +369,11 @@ def data_info_cmd(
     for split, meta in info["splits"].items():
         console.print(f"{split}: {meta['layout']} layout, {meta['videos']} videos, from {meta['source']}",
                       highlight=False)
+    for split, twin in info["same_as"].items():
+        console.print(f"{split}: the same {info['splits'][twin]['videos']} videos as {twin} (one held-out set), "
+                      "not counted again", highlight=False)
+    for split, reason in info["absent"].items():
+        console.print(f"{split}: absent ({reason})", highlight=False, soft_wrap=True, markup=False)
     console.print(make_table(rows, ["class", "index", *found], title=f"{root}: {len(info['classes'])} classes"))
 
 

@@ -207,6 +207,14 @@ def _find_list_file(root: Path, split: str) -> Path | None:
     return None
 
 
+def _list_files(root: Path) -> list[Path]:
+    """The split list files of ``root`` (``<split>.csv/.tsv/.txt`` in it or in ``annotations/``)."""
+    not_splits = {"classes", Path(MIRROR_FILE).stem, "classind", "readme", "license"}
+    return [path for folder in (root, root / "annotations") if folder.is_dir()
+            for path in sorted(folder.iterdir())
+            if path.suffix.lower() in LIST_SUFFIXES and path.is_file() and path.stem.lower() not in not_splits]
+
+
 # --------------------------------------------------------------------------------------------------- UCF101
 def _find_class_ind(root: Path) -> Path | None:
     if (root / "classInd.txt").is_file():
@@ -318,6 +326,11 @@ def find_split(root: str | Path, split: str) -> DataSplit:
     for name in _split_names(split):
         if (root / name).is_dir():
             return _folder_split(root / name, "folder-split")
+    lists = _list_files(root)
+    if lists:
+        raise EdgevidError(f"{root}: no split {split!r}; this dataset's splits are "
+                           f"{', '.join(dict.fromkeys(p.stem for p in lists))} (list files "
+                           f"{', '.join(str(p.relative_to(root)) for p in lists)})")
     split_dirs = [d.name for d in _class_folders(root) if d.name in ("train", "val", "validate", "validation", "test")]
     if split_dirs:
         raise EdgevidError(f"{root}: has split folders {', '.join(split_dirs)} but none for split {split!r}")
@@ -328,16 +341,28 @@ def find_split(root: str | Path, split: str) -> DataSplit:
 
 
 def dataset_info(root: str | Path, splits: Sequence[str] = ("train", "val", "test")) -> dict:
-    """Layout, classes and videos per class of each split of ``root`` that exists (``edgevid data info``)."""
+    """Layout, classes and videos per class of each split of ``root`` that exists (``edgevid data info``).
+
+    A split that is the same videos as an earlier one (``val`` and ``test`` of folder-per-class data are one
+    held-out set) is not counted again: ``same_as`` maps it to that split. ``absent`` gives why each split that
+    does not exist is absent.
+    """
     found: dict[str, DataSplit] = {}
-    errors = []
+    same_as: dict[str, str] = {}
+    absent: dict[str, str] = {}
     for split in splits:
         try:
-            found[split] = find_split(root, split)
+            data = find_split(root, split)
         except EdgevidError as exc:
-            errors.append(str(exc))
+            absent[split] = str(exc)
+            continue
+        twin = next((name for name, other in found.items() if other.entries == data.entries), None)
+        if twin is not None:
+            same_as[split] = twin
+        else:
+            found[split] = data
     if not found:
-        raise EdgevidError(errors[0] if errors else f"{root}: no splits asked for")
+        raise EdgevidError(next(iter(absent.values())) if absent else f"{root}: no splits asked for")
     classes = next(iter(found.values())).classes
     counts = {name: {} for name in classes}
     for split, data in found.items():
@@ -352,6 +377,8 @@ def dataset_info(root: str | Path, splits: Sequence[str] = ("train", "val", "tes
         "splits": {split: {"layout": d.layout, "source": str(d.source), "videos": len(d.entries)}
                    for split, d in found.items()},
         "counts": counts,
+        "same_as": same_as,
+        "absent": absent,
     }
 
 

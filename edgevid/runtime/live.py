@@ -437,6 +437,7 @@ class StreamState:
             source, drop=self.drop, pace_fps=source.fps if options.realtime and not source.live else None,
             max_frames=options.max_frames, reconnect_attempts=options.reconnect_attempts, notify=notify)
         self.processed = self.predictions = 0
+        self.last_taken: float | None = None
         self.label: Label | None = None
         self.last_model_ms: float | None = None
         self.last_e2e_ms: float | None = None
@@ -453,13 +454,21 @@ class StreamState:
             self.stop_reason, self.failed = reason, failed
 
     def rates(self, elapsed: float) -> dict[str, float | None]:
-        """Frames per second captured (between the first and last capture), processed and inferred."""
-        grabber, capture = self.grabber, None
+        """Frames per second captured and processed, and model calls per second.
+
+        Captured and processed rates count the same way, intervals between frames from the first capture: (captured
+        - 1) over first to last capture, (processed - 1) over first capture to the last frame taken. A frame is
+        taken after it is captured, so the processed rate of the same frames cannot read above the captured one
+        (counting frames over the whole run's time, as before, gave one more frame to the processed rate).
+        """
+        grabber, capture, processed = self.grabber, None, None
         if grabber.captured > 1 and grabber.last_capture and grabber.first_capture:
             span = grabber.last_capture - grabber.first_capture
             capture = (grabber.captured - 1) / span if span > 0 else None
-        return {"capture": capture,
-                "processed": self.processed / elapsed if elapsed > 0 else None,
+        if self.processed > 1 and grabber.first_capture and self.last_taken:
+            span = self.last_taken - grabber.first_capture
+            processed = (self.processed - 1) / span if span > 0 else None
+        return {"capture": capture, "processed": processed,
                 "inference": self.predictions / elapsed if elapsed > 0 else None}
 
     def counts(self) -> dict[str, int]:
@@ -592,6 +601,7 @@ class LiveLoop:
                 continue
             stream.waiting_since = now
             stream.processed += 1
+            stream.last_taken = max(now, frame.timestamp)
             ready.append((stream, frame, stream.runner.add(frame, cv2.cvtColor(frame.bgr, cv2.COLOR_BGR2RGB))))
         return ready
 
@@ -656,14 +666,11 @@ class LiveLoop:
         return {key: sum(c[key] for c in counts) for key in keys}
 
     def rates(self, elapsed: float) -> dict[str, float | None]:
-        """Frames per second over all streams: captured (sum of each stream's rate), processed and inferred."""
+        """Frames per second over all streams: the sums of the streams' captured and processed rates and model calls."""
         if len(self.streams) == 1:
             return self.streams[0].rates(elapsed)
-        captures = [s.rates(elapsed)["capture"] for s in self.streams]
-        totals = self.totals()
-        return {"capture": sum(c for c in captures if c) or None,
-                "processed": totals["processed"] / elapsed if elapsed > 0 else None,
-                "inference": totals["predictions"] / elapsed if elapsed > 0 else None}
+        rates = [s.rates(elapsed) for s in self.streams]
+        return {key: sum(r[key] for r in rates if r[key]) or None for key in ("capture", "processed", "inference")}
 
     def log(self) -> None:
         from edgevid.utils.console import console

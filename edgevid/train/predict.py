@@ -7,8 +7,13 @@ from pathlib import Path
 import numpy as np
 
 from edgevid.data import ClipDataset, VideoSample
+from edgevid.data.decode import VIDEO_EXTENSIONS
 from edgevid.errors import EdgevidError
 from edgevid.train.metrics import softmax
+
+
+def _is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file()
 
 
 def predict_video(artifact: str | Path, video: str | Path, topk: int = 5, views: tuple[int, int] = (1, 1),
@@ -24,6 +29,9 @@ def predict_video(artifact: str | Path, video: str | Path, topk: int = 5, views:
     if topk < 1:
         raise EdgevidError(f"--topk: expected a positive number, got {topk}")
     video = Path(video)
+    if _is_video(Path(artifact)) and not _is_video(video):
+        raise EdgevidError(f"the arguments look swapped: {artifact} is a video and {video} is not; the model comes "
+                           f"first: edgevid predict {video} {artifact}")
     if video.is_dir():
         raise EdgevidError(f"{video}: is a folder, expected a video file (edgevid predict ARTIFACT VIDEO: the "
                            "model comes first)")

@@ -36,3 +36,32 @@ def test_mirror_classes_error_names_the_key_and_the_fix(data, tmp_path, capsys):
     assert code == 1 and "Traceback" not in err
     assert "data.augment.mirror_classes: mirror-image pair names 'swipe_left', which is not a class" in err, err
     assert "data.augment.mirror_classes=[]" in err and "data.augment.flip=false" in err
+
+
+def test_predict_with_swapped_arguments_says_so(data, tmp_path, capsys):
+    video = next((data / "val").rglob("*.mp4"))
+    for model in (tmp_path / "run", tmp_path / "best.pt"):
+        (tmp_path / "run").mkdir(exist_ok=True)
+        (tmp_path / "best.pt").write_bytes(b"x")
+        assert main(["predict", str(video), str(model)]) == 1
+        err = " ".join(capsys.readouterr().err.split())
+        assert "the arguments look swapped" in err and f"edgevid predict {model} {video}" in err, err
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "-r", str(TINY), "-d", "VIDEO", "-o", "OUT"],
+    ["eval", "RUN", "--data", "VIDEO"],
+    ["calib", "build", "--data", "VIDEO", "--model", "tiny3d", "--out", "OUT/calib.json"],
+])
+def test_a_video_passed_as_data_names_the_option(data, tmp_path, capsys, argv):
+    video = next((data / "val").rglob("*.mp4"))
+    run = tmp_path / "run"
+    if "RUN" in argv:
+        assert main(["train", "-r", str(TINY), "-d", str(data), "-o", str(run), "train.epochs=1"]) == 0
+        capsys.readouterr()
+    argv = [str(video) if a == "VIDEO" else str(run) if a == "RUN" else str(tmp_path / "out") if a == "OUT"
+            else a.replace("OUT", str(tmp_path)) for a in argv]
+    assert main(argv) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert f"--data {video}: is a video file; expected a dataset folder" in " ".join(lines[0].split())
