@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import typer
 
 from edgevid import __version__
 from edgevid.errors import EdgevidError
-from edgevid.formats import EXPORT_TARGETS, TARGETS
+from edgevid.formats import EXPORT_TARGETS, FORMATS, TARGETS, artifact_stem
 from edgevid.precision import describe_cpu
 from edgevid.utils.console import console, err_console, make_table
 
@@ -629,8 +630,9 @@ def quantize_cmd(
     if result.report_path:
         console.print(f"report: {result.report_path}", highlight=False)
     if target == "trt":
-        console.print(f"build the engine: edgevid export {result.path} --target trt --precision int8",
-                      highlight=False)
+        engine = Path(result.path).with_name(f"{artifact_stem(result.path)}.int8{FORMATS['trt'].suffix}")
+        console.print(f"build the engine: edgevid export {result.path} --target trt --precision int8 (writes "
+                      f"{engine})", highlight=False, soft_wrap=True)
 
 
 @app.command("prune")

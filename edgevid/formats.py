@@ -86,6 +86,16 @@ def is_checkpoint(path: str | Path) -> bool:
     return path.is_dir() or path.suffix.lower() in CHECKPOINT_SUFFIXES
 
 
+def artifact_stem(path: str | Path) -> str:
+    """An artifact's name without its suffix and the precision and target tags default names carry
+    (``tiny3d.int8.trt.onnx`` -> ``tiny3d``), so a name derived from it carries each tag once."""
+    path = Path(path)
+    parts = (path.name[: -len(path.suffix)] if path.suffix else path.name).split(".")
+    while len(parts) > 1 and parts[-1].lower() in (*PRECISION_NAMES, *FORMATS):
+        parts.pop()
+    return ".".join(parts)
+
+
 def artifact_files(path: str | Path) -> list[Path]:
     """The files an artifact is made of: the path, and for an OpenVINO IR its ``.bin`` as well."""
     path = Path(path)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,9 +231,20 @@ def compare_models(before: Path, after: Path, *, valset=None, backends: tuple[st
                     entries.append((row, export(checkpoint, target, out=work / f"{label}{suffix}",
                                                 threads=threads).path))
             except EdgevidError as exc:
-                failed.append({**row, "status": f"failed: {str(exc).splitlines()[0][:160]}"})
+                failed.append({**row, "status": f"failed: {str(exc).splitlines()[0]}"})
     rows = benchmark_artifacts(entries, valset=valset, iters=iters, threads=threads) + failed
+    for row in rows:  # the exports lived in ``work``, which is gone once the report is written
+        source = before if row["model"] == "original" else after
+        if str(row.get("artifact", "")).startswith(str(work)):
+            row["artifact"] = f"{source} exported for {row['backend']} (not kept)"
+        row["status"] = _outside(row.get("status", ""), work, source)
     return add_speedups(rows, {"model": "original"})
+
+
+def _outside(text: str, work: Path, source: Path) -> str:
+    """``text`` with paths inside the temporary ``work`` folder replaced by what they were: an export of
+    ``source``."""
+    return re.sub(re.escape(str(work)) + r"[^\s:;,)']*", f"<export of {source}>", text)
 
 
 def prune(run: str | Path, ratio: float, data: str | Path, *, finetune_epochs: int | None = None,

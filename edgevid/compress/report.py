@@ -54,7 +54,7 @@ def benchmark_artifacts(entries: Sequence[tuple[dict[str, Any], str | Path]], *,
             runners.append((row, lambda p=predictor, c=clip: p.predict(c)))
             row["status"] = "ok"
         except EdgevidError as exc:
-            row["status"] = f"failed: {str(exc).splitlines()[0][:160]}"
+            row["status"] = f"failed: {str(exc).splitlines()[0]}"
         rows.append(row)
     if iters > 0 and runners:
         for row, timing in zip((r for r, _ in runners), interleaved_latency([run for _, run in runners], iters),

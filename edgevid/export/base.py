@@ -22,7 +22,7 @@ from typing import ClassVar
 import numpy as np
 
 from edgevid.errors import EdgevidError
-from edgevid.formats import CHECKPOINT_SUFFIXES, FORMATS, artifact_files
+from edgevid.formats import CHECKPOINT_SUFFIXES, FORMATS, artifact_files, artifact_stem
 from edgevid.meta import ArtifactMeta
 from edgevid.precision import get_precision
 from edgevid.runtime.base import Predictor, load
@@ -154,8 +154,9 @@ class Exporter(ABC):
         self.options = options
 
     def default_out(self, source: Source) -> Path:
-        """``<source stem>[.<precision>]<suffix>`` beside the source file (a run directory's best.pt -> best.onnx)."""
-        base = source.path.with_suffix("")
+        """``<source stem>[.<precision>]<suffix>`` beside the source file (a run directory's best.pt -> best.onnx;
+        the stem drops the source's own precision and target tags: tiny3d.int8.trt.onnx -> tiny3d.int8.engine)."""
+        base = source.path.with_name(artifact_stem(source.path))
         tag = "" if self.options.precision == "fp32" else f".{self.options.precision}"
         return base.with_name(base.name + tag + self.suffix)
 
