@@ -18,6 +18,7 @@ from edgevid.data.synth import (
     generate_synth,
     photo_track,
     render_photo_video,
+    write_video,
 )
 from edgevid.errors import EdgevidError
 
@@ -188,3 +189,14 @@ def test_cli_photo(tmp_path, capsys):
     assert meta["style"] == "photo" and meta["classes"] == list(PHOTO_CLASSES)
     assert meta["mirror_classes"] == [["move_left", "move_right"], ["rotate_clockwise", "rotate_anticlockwise"]]
     assert len((out / "train.csv").read_text().splitlines()) == 11
+
+
+def test_quantiser_sets_mpeg4_and_mjpeg_quality(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 256, (4, 32, 48, 3), dtype=np.uint8)
+    for codec in ("mpeg4", "mjpeg"):
+        spec = CODECS[codec]
+        fine = write_video(tmp_path / f"fine{spec.suffix}", frames, 30, codec=codec, qscale=2)
+        coarse = write_video(tmp_path / f"coarse{spec.suffix}", frames, 30, codec=codec, qscale=20)
+        assert fine.stat().st_size > 1.5 * coarse.stat().st_size, codec
+    with pytest.raises(ValueError, match=r"\.avi"):
+        write_video(tmp_path / "wrong.mp4", frames, 30, codec="mpeg4")

@@ -12,9 +12,6 @@ import numpy as np
 
 from edgevid.utils.atomic import atomic_path
 
-# FFmpeg's FF_QP2LAMBDA: global_quality is a quantiser scale in lambda units.
-_QP2LAMBDA = 118
-
 
 @dataclass(frozen=True)
 class Codec:
@@ -36,10 +33,11 @@ CODECS = {
 
 def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float, *, crf: int = 23,
                 preset: str = "superfast", gop: int | None = None, pts: Sequence[int] | None = None,
-                time_base: fractions.Fraction | None = None, codec: str = "h264", qscale: int = 4) -> Path:
+                time_base: fractions.Fraction | None = None, codec: str = "h264", qscale: int = 6) -> Path:
     """Encode uint8 RGB frames [H, W, 3] (even H and W) atomically; ``codec`` is a key of :data:`CODECS`.
 
-    H.264 (.mp4, yuv420p) uses ``crf``/``preset``; MPEG-4 (.avi) and MJPEG (.mkv) a fixed quantiser ``qscale``.
+    H.264 (.mp4, yuv420p) uses ``crf``/``preset``; MPEG-4 (.avi) and MJPEG (.mkv) the fixed quantiser
+    ``qscale`` (2-31, lower is better; 6 gives about H.264 crf 23's PSNR on the synthetic videos).
     ``pts`` with ``time_base`` give each frame its own timestamp (variable frame rate); ``gop`` sets the
     keyframe interval (the encoder's default otherwise).
     """
@@ -61,9 +59,8 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float, *, c
                     stream.codec_context.thread_count = 1
                     if codec == "h264":
                         stream.options = {"preset": preset, "crf": str(crf), **({"g": str(gop)} if gop else {})}
-                    else:
-                        stream.codec_context.qscale = True
-                        stream.codec_context.global_quality = qscale * _QP2LAMBDA
+                    else:  # a fixed quantiser: qmin = qmax
+                        stream.codec_context.qmin = stream.codec_context.qmax = qscale
                         if gop:
                             stream.codec_context.gop_size = gop
                     if time_base is not None:
