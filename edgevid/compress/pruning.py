@@ -39,6 +39,7 @@ from edgevid.errors import EdgevidError
 from edgevid.formats import FORMATS
 from edgevid.meta import ArtifactMeta
 from edgevid.models.pruned import apply_pruned_shapes, pruned_shapes  # noqa: F401  (apply_pruned_shapes re-exported)
+from edgevid.utils.atomic import temp_dir
 
 IMPORTANCES = ("l2", "bn")
 MAC_TOLERANCE = 0.01
@@ -315,16 +316,14 @@ def report_pruning(source: Path, result: PruneResult, data: str | Path, meta: Ar
                    show_progress: bool = True) -> PruneResult:
     """Compare the original checkpoint ``source`` with ``result.checkpoint`` (:func:`compare_models` on the val
     split of ``data`` unless ``val_clips`` is 0), print the table and write ``prune_report.json`` in the run."""
-    import tempfile
-
     from edgevid.compress.accuracy import ValidationSet
     from edgevid.compress.report import write_report
 
     valset = ValidationSet.load(data, meta, max_clips=val_clips, show_progress=show_progress) \
         if val_clips != 0 else None
-    with tempfile.TemporaryDirectory(prefix=".prune-report-", dir=result.run_dir) as work:
+    with temp_dir(result.run_dir, "prune-report") as work:
         result.rows = compare_models(source, result.checkpoint, valset=valset, backends=backends, iters=bench_iters,
-                                     threads=threads, work=Path(work))
+                                     threads=threads, work=work)
     print_prune_report(result.rows, f"pruning {meta.model}: {result.info['mac_reduction']:.1%} of MACs removed")
     result.report_path = write_report(result.run_dir / "prune_report.json", result.rows, pruning=result.info)
     return result

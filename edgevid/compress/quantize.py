@@ -25,7 +25,6 @@ A report (precision x backend: size, top-1, latency, speed-up) is printed and sa
 from __future__ import annotations
 
 import importlib
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +35,10 @@ import numpy as np
 from edgevid.compress.accuracy import AccuracyGuardError, ValidationSet, onnx_accuracy_guard, ort_predict
 from edgevid.compress.calibration import check_method, load_calibration
 from edgevid.errors import EdgevidError
+from edgevid.export.base import atomic_files
 from edgevid.formats import CHECKPOINT_SUFFIXES, FORMATS
 from edgevid.meta import ArtifactMeta, QuantizationInfo, read_meta
+from edgevid.utils.atomic import remove_stale_temporaries, temp_dir
 from edgevid.utils.machine import cpu_features
 
 TARGETS = ("openvino", "onnx", "trt")
@@ -251,26 +252,21 @@ def _quantize_openvino_target(source: Path, fp32_onnx: Path | None, meta: Artifa
     return outcome
 
 
-def _write_output(target: str, outcome: _Outcome, meta: ArtifactMeta, out: Path) -> None:
-    """Move the INT8 model onto ``out`` with its metadata (both files of an IR appear together)."""
-    from edgevid.export.base import atomic_files
-
+def _write_output(target: str, outcome: _Outcome, meta: ArtifactMeta, path: Path) -> None:
+    """Write the INT8 model with its metadata to ``path`` (a temporary name of :func:`quantize`'s atomic move)."""
     if target == "openvino":
         import openvino as ov
 
         from edgevid.meta import write_openvino_meta
 
         write_openvino_meta(outcome.int8_model, meta)
-        with atomic_files(*FORMATS["openvino"].files(out)) as (xml, _):
-            ov.save_model(outcome.int8_model, str(xml), compress_to_fp16=False)
+        ov.save_model(outcome.int8_model, str(path), compress_to_fp16=False)
         return
     import onnx
 
     from edgevid.export.onnx import finalize_onnx
-    from edgevid.utils.atomic import atomic_path
 
-    with atomic_path(out, suffix=".onnx") as tmp:
-        finalize_onnx(onnx.load(str(outcome.int8_path)), meta, tmp)
+    finalize_onnx(onnx.load(str(outcome.int8_path)), meta, path)
 
 
 def quantize(artifact: str | Path, target: str, calib: str | Path, *, out: str | Path | None = None,
@@ -297,8 +293,8 @@ def quantize(artifact: str | Path, target: str, calib: str | Path, *, out: str |
     manifest, clips = load_calibration(calib, meta, source, show_progress)
     valset = ValidationSet.load(data, meta, max_clips=val_clips, show_progress=show_progress) if data else None
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.work-", dir=out.parent) as tmp:
-        work = Path(tmp)
+    remove_stale_temporaries(out.parent)
+    with temp_dir(out.parent, out.name) as work:
         fp32_onnx, fp32_meta = (None, meta) if source.suffix.lower() == ".xml" else \
             _fp32_onnx(source, meta, work, threads)
         if target == "openvino":
@@ -315,18 +311,24 @@ def quantize(artifact: str | Path, target: str, calib: str | Path, *, out: str |
                 "accuracy_guard": outcome.guard.get("method"), "source": str(source),
                 "cpu_features": [name for name, on in cpu_features().items() if on]}
         int8_meta = fp32_meta.replace(precision="int8", quantization=QuantizationInfo(**info))
-        _write_output(target, outcome, int8_meta, out)
         result = QuantizeResult(out, target, int8_meta, outcome.float_layers, outcome.weighted_layers, len(clips),
                                 outcome.parity, outcome.fp32_top1, outcome.int8_top1)
-        if valset is not None or bench_iters > 0:
-            label = BACKEND_LABEL[target]
-            rows = benchmark_artifacts([({"backend": label, "top1": outcome.fp32_top1}, outcome.fp32_path),
-                                        ({"backend": label, "top1": outcome.int8_top1}, out)],
-                                       valset=valset, iters=bench_iters, threads=threads)
-            result.rows = add_speedups(rows, {"precision": "fp32"})
-            result.rows[0]["artifact"] = str(source)
-            print_report(result.rows, f"INT8 for {target}: {meta.model}")
-            result.report_path = write_report(out.with_name(out.name + ".report.json"), result.rows,
-                                              quantization=info, guard=outcome.guard)
+        report = out.with_name(out.name + ".report.json") if valset is not None or bench_iters > 0 else None
+        # the artifact and its report are written under temporary names and moved in together, the report first
+        # and the artifact's entry file last: an interruption leaves nothing, or a report without its artifact
+        # (rewritten by the next run), never an artifact without its report
+        finals = [*FORMATS["openvino" if target == "openvino" else "onnx"].files(out), *([report] if report else [])]
+        with atomic_files(*finals) as temps:
+            _write_output(target, outcome, int8_meta, temps[0])
+            if report is not None:
+                label = BACKEND_LABEL[target]
+                rows = benchmark_artifacts([({"backend": label, "top1": outcome.fp32_top1}, outcome.fp32_path),
+                                            ({"backend": label, "top1": outcome.int8_top1}, temps[0])],
+                                           valset=valset, iters=bench_iters, threads=threads)
+                result.rows = add_speedups(rows, {"precision": "fp32"})
+                result.rows[0]["artifact"], result.rows[1]["artifact"] = str(source), str(out)
+                print_report(result.rows, f"INT8 for {target}: {meta.model}")
+                write_report(temps[-1], result.rows, quantization=info, guard=outcome.guard)
+                result.report_path = report
     result.seconds = time.perf_counter() - start
     return result

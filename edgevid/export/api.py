@@ -13,6 +13,7 @@ from edgevid.errors import EdgevidError
 from edgevid.export.base import Exporter, ExportOptions, ExportResult, Source, get_exporter, open_source
 from edgevid.export.streaming import export_streaming
 from edgevid.precision import NO_BF16
+from edgevid.utils.atomic import remove_stale_temporaries
 
 
 def export(artifact: str | Path, target: str = "onnx", precision: str = "fp32", out: str | Path | None = None,
@@ -62,4 +63,5 @@ def export_source(source: Source, exporter_cls: type[Exporter], opts: ExportOpti
         raise EdgevidError(f"--out {out_path}: a {exporter.target} artifact must end in {exporter.suffix}")
     if out_path.resolve() == source.path.resolve():
         raise EdgevidError(f"--out {out_path}: would overwrite the source artifact")
+    remove_stale_temporaries(out_path.parent)
     return exporter.export(source, out_path)

@@ -26,6 +26,7 @@ from edgevid.formats import CHECKPOINT_SUFFIXES, FORMATS, artifact_files, artifa
 from edgevid.meta import ArtifactMeta
 from edgevid.precision import get_precision
 from edgevid.runtime.base import Predictor, load
+from edgevid.utils.atomic import temp_prefix
 
 SOURCE_SUFFIXES = (*CHECKPOINT_SUFFIXES, *FORMATS["onnx"].suffixes)
 
@@ -259,7 +260,7 @@ def atomic_files(*finals: Path) -> Iterator[list[Path]]:
     if len({f.name for f in finals}) != len(finals):
         raise ValueError("atomic_files needs distinct file names")
     finals[0].parent.mkdir(parents=True, exist_ok=True)
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{finals[0].name}.tmp-", dir=finals[0].parent))
+    tmpdir = Path(tempfile.mkdtemp(prefix=temp_prefix(finals[0].name), dir=finals[0].parent))
     try:
         temps = [tmpdir / f.name for f in finals]
         yield temps

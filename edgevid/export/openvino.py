@@ -10,7 +10,6 @@ AMX); the metadata's precision tells the runtime which (:mod:`edgevid.precision`
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from edgevid.errors import EdgevidError
@@ -26,6 +25,7 @@ from edgevid.export.base import (
 from edgevid.export.onnx import model_to_onnx
 from edgevid.formats import FORMATS
 from edgevid.meta import ArtifactMeta, write_openvino_meta
+from edgevid.utils.atomic import temp_dir
 
 
 def _conversion_error(exc: BaseException) -> str:
@@ -54,8 +54,8 @@ class OpenVINOExporter(Exporter):
 
         precision = self.options.precision
         out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=f".{out.name}.onnx-", dir=out.parent) as work:
-            onnx_path, meta = self._onnx(source, Path(work))
+        with temp_dir(out.parent, out.name) as work:
+            onnx_path, meta = self._onnx(source, work)
             try:
                 model = ov.convert_model(str(onnx_path))
             except Exception as exc:  # OpConversionFailure and friends share no public base class

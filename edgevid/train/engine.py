@@ -42,7 +42,7 @@ from edgevid.train.finetune import apply_freeze, check_init_model, load_init_wei
 from edgevid.train.optim import ModelEma, WarmupCosine, build_optimizer, scaled_lr
 from edgevid.train.plots import plot_curves
 from edgevid.train.recipe import Recipe, load_recipe, parse_recipe
-from edgevid.utils.atomic import write_text_atomic
+from edgevid.utils.atomic import remove_stale_temporaries, write_text_atomic
 from edgevid.utils.console import console, progress
 from edgevid.utils.interrupts import set_interrupt_hint, train_hint
 
@@ -628,18 +628,6 @@ def _prepare_run(recipe: str | Path | Recipe | None, out: str | Path | None, epo
     return parsed.resolved(), name, run_dir or default_run_dir(name)
 
 
-def _remove_stale_temporaries(run_dir: Path) -> None:
-    """Delete the temporary files (``.NAME.tmp-*``) a killed run left beside its outputs, saying so."""
-    if not run_dir.is_dir():
-        return
-    stale = [p for p in run_dir.glob(".*.tmp-*") if p.is_file()]
-    for path in stale:
-        path.unlink(missing_ok=True)
-    if stale:
-        console.print(f"removed {len(stale)} temporary file(s) an interrupted run left in {run_dir}: "
-                      f"{', '.join(p.name for p in stale)}", highlight=False, soft_wrap=True)
-
-
 def train(recipe: str | Path | Recipe | None, data: str | Path, out: str | Path | None = None,
           epochs: int | None = None, resume: bool = False, overrides: Sequence[str] = (), device: str = "cpu",
           on_epoch_end: EpochCallback | None = None, start_from: Checkpoint | None = None,
@@ -665,7 +653,7 @@ def train(recipe: str | Path | Recipe | None, data: str | Path, out: str | Path 
             raise EdgevidError(f"start_from is a {start_from.meta.model} checkpoint but the recipe trains "
                                f"{resolved.model.name}")
         if ctx.is_main:
-            _remove_stale_temporaries(run_dir)
+            remove_stale_temporaries(run_dir)
             set_interrupt_hint(train_hint(run_dir, data, device))
         trainer = Trainer(resolved, name, data, run_dir, ctx, resume, start_from)
         if ctx.is_main:
