@@ -168,6 +168,47 @@ def train_cmd(
     train(recipe, data, out=out, epochs=epochs, resume=resume, overrides=overrides or (), device=device, init=init)
 
 
+@app.command("tune")
+def tune_cmd(
+    overrides: list[str] = typer.Argument(None, help="Base recipe overrides as dotted key=value, e.g. "
+                                                     "train.workers=0."),
+    recipe: str = typer.Option(..., "--recipe", "-r", help="Recipe YAML whose hyperparameters are searched."),
+    data: str = typer.Option(..., "--data", "-d", help="Dataset root (folder per class, list files, UCF101...)."),
+    budget: str = typer.Option(..., "--budget", help="Total wall-clock budget of the study, e.g. 90s, 15m, 1h "
+                                                     "(a resumed study spends what is left)."),
+    trial_budget: str = typer.Option(None, "--trial-budget", help="Stop a trial after the epoch that passes this "
+                                                                  "(default: a quarter of --budget)."),
+    out: str = typer.Option(None, "--out", "-o", help="Output directory for trials, best.yaml, trials.csv, "
+                                                      "tune.png (default: runs/tune/<recipe>)."),
+    storage: str = typer.Option(None, "--storage", help="Optuna storage URL shared by every process of the study "
+                                                        "(default: sqlite:///OUT/study.db)."),
+    study: str = typer.Option(None, "--study", help="Study name in the storage (default: the recipe's name)."),
+    trials: int = typer.Option(None, "--trials", help="Stop once the study has this many finished trials."),
+    space: str = typer.Option(None, "--space", help="YAML file updating the search space (key: [choices], key: "
+                                                    "{low, high, log}, key: null to drop one)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the TPE sampler."),
+    device: str = typer.Option("cpu", "--device", help="Device to run on (cpu or cuda[:N])."),
+) -> None:
+    """Search a recipe's hyperparameters with Optuna (TPE sampler, median pruning).
+
+    Each trial is a real training run in OUT/trials/NNNN, stopped early when
+    it falls behind or passes --trial-budget. Running the same command again
+    continues the study; processes on several machines share one study with
+    the same --storage URL and --study name.
+
+    Example: edgevid tune --recipe recipes/x3d_xs.yaml --data data --budget 60m --trial-budget 10m
+    """
+    from edgevid.train.tune import parse_duration, tune
+
+    budget_s = parse_duration(budget, "--budget")
+    trial_budget_s = parse_duration(trial_budget, "--trial-budget") if trial_budget is not None else None
+    result = tune(recipe, data, out=out, budget_s=budget_s, trial_budget_s=trial_budget_s, storage=storage,
+                  study_name=study, n_trials=trials, space=space, seed=seed, overrides=overrides or (),
+                  device=device)
+    result.print(console)
+    console.print("wrote " + ", ".join(str(p) for p in result.files.values()), highlight=False, soft_wrap=True)
+
+
 @app.command("eval")
 def eval_cmd(
     artifact: str = typer.Argument(..., help="Run directory, checkpoint, .onnx, OpenVINO .xml or TensorRT engine."),

@@ -23,7 +23,7 @@ SHARED = ("--threads", "--device", "--verbose")
 def test_the_walk_finds_every_command():
     names = {" ".join(path[1:]) for path in LEAVES}
     assert {"models", "data synth", "data info", "train", "eval", "predict", "export", "quantize", "calib build",
-            "prune", "bench", "live", "demo"} <= names
+            "prune", "bench", "live", "demo", "tune"} <= names
 
 
 @pytest.mark.parametrize("path", list(COMMANDS), ids=" ".join)
