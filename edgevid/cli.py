@@ -19,6 +19,7 @@ from edgevid.errors import EdgevidError
 from edgevid.formats import EXPORT_TARGETS, FORMATS, TARGETS, artifact_stem
 from edgevid.precision import describe_cpu
 from edgevid.utils.console import console, err_console, make_table
+from edgevid.utils.logs import quiet_libraries
 
 
 def _or(names: tuple[str, ...]) -> str:
@@ -63,6 +64,7 @@ def _root(
                                  help="Print the version and exit."),
 ) -> None:
     _state["verbose"] = verbose
+    quiet_libraries(verbose)
 
 
 # ----------------------------------------------------------------------------------------------------- models

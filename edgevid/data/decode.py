@@ -24,10 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
+import av.logging
 import cv2
 import numpy as np
 
 from edgevid.errors import EdgevidError
+from edgevid.utils.logs import quiet_libraries
+
+quiet_libraries()
 
 SEEK_GAP_S = 1.0
 VIDEO_EXTENSIONS = frozenset(

@@ -11,6 +11,7 @@ from edgevid.formats import FORMATS
 from edgevid.meta import read_meta
 from edgevid.precision import resolve_precision
 from edgevid.runtime.base import Predictor, register_backend
+from edgevid.utils.logs import ort_log_severity
 
 
 def ort_errors() -> tuple[type[Exception], ...]:
@@ -65,6 +66,7 @@ class OnnxRuntimePredictor(Predictor):
         providers = execution_providers(device, ort.get_available_providers())
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = ort_log_severity()
         if threads:
             options.intra_op_num_threads = threads
         try:
