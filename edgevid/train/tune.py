@@ -138,7 +138,7 @@ def default_space(recipe: Recipe) -> dict[str, Dimension]:
         space.append(Dimension("data.clip_seconds", *(round(s, 4) for s in _around(seconds, 2.0))))
     space += [
         Dimension("train.epochs", max(1, cfg.epochs // 2), cfg.epochs),
-        Dimension("data.augment.scale[0]", 0.25, min(0.9, data.augment.scale[1])),
+        Dimension("data.augment.scale[0]", min(0.25, data.augment.scale[1]), min(0.9, data.augment.scale[1])),
         Dimension("data.augment.stride_jitter", 0.0, 0.3),
     ]
     return {d.key: d for d in space}
@@ -387,7 +387,7 @@ def continue_command(recipe: str | Path | Recipe, data: Path, out: Path, budget_
     return " ".join(shlex.quote(p) for p in [*parts, *overrides])
 
 
-def tune(recipe: str | Path | Recipe, data: str | Path, out: str | Path | None = None, budget_s: float = 3600.0,
+def tune(recipe: str | Path | Recipe, data: str | Path, out: str | Path | None, budget_s: float,
          trial_budget_s: float | None = None, storage: str | None = None, study_name: str | None = None,
          n_trials: int | None = None, space: Mapping[str, Any] | str | Path | None = None, seed: int = 0,
          overrides: Sequence[str] = (), device: str = "cpu",
@@ -395,7 +395,8 @@ def tune(recipe: str | Path | Recipe, data: str | Path, out: str | Path | None =
     """Search the recipe's hyperparameters with Optuna for ``budget_s`` seconds of wall-clock time (in total over
     every process and every resumption of the study); returns the study's trials and the files written.
 
-    ``trial_budget_s`` (default: a quarter of the budget) stops a trial after the epoch that passes it;
+    ``out`` (``None``: ``runs/tune/<recipe>``) gets the trials and the files. ``trial_budget_s`` (default: a
+    quarter of the budget) stops a trial after the epoch that passes it;
     ``n_trials`` caps the study's finished (completed or pruned) trials. ``storage`` (an SQLAlchemy URL, default
     ``sqlite:///OUT/study.db``) and ``study_name`` (default: the recipe's name) select the shared study.
     ``space`` updates :func:`default_space` (see :func:`load_space`); ``overrides`` change the base recipe;
@@ -464,8 +465,9 @@ def tune(recipe: str | Path | Recipe, data: str | Path, out: str | Path | None =
     def objective(trial: optuna.Trial) -> float:
         running["trial"] = trial.number
         params = {key: dim.suggest(trial) for key, dim in dims.items()}
-        trial_overrides = [*overrides, *space_overrides(params, base)]
-        trial_recipe = parse_recipe(base.to_dict(), f"trial {trial.number}", space_overrides(params, base))
+        searched = space_overrides(params, base)
+        trial_overrides = [*overrides, *searched]
+        trial_recipe = parse_recipe(base.to_dict(), f"trial {trial.number}", searched)
         run_dir = out / "trials" / f"{trial.number:04d}"
         limit = max(min(trial_budget, clock.left()), 0.0)
         for key, value in (("overrides", trial_overrides), ("run_dir", str(run_dir)), ("worker", _WORKER),
@@ -523,13 +525,15 @@ def tune(recipe: str | Path | Recipe, data: str | Path, out: str | Path | None =
             study.optimize(objective, timeout=max(clock.left(), 0), callbacks=[after_trial],
                            catch=(RuntimeError,), gc_after_trial=True)
         except KeyboardInterrupt:
-            stopped = running.get("trial")
-            trial = next((t for t in study.get_trials(deepcopy=False) if t.number == stopped), None)
-            if trial is not None and trial.state == TrialState.FAIL:
+            number = running.get("trial")
+            trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
+            stopped = trial is not None and trial.state == TrialState.FAIL
+            if stopped:
                 _retry()(study, trial)  # runs again, same parameters, on the next start
             clock.touch()
-            write_outputs()
-            set_interrupt_hint(_interrupt_hint(out, storage_url, finished(), stopped, command))
+            kept = write_outputs().files
+            set_interrupt_hint(_interrupt_hint(out, storage_url, finished(), number if stopped else None, kept,
+                                               command))
             raise
 
     left = clock.left()
@@ -548,11 +552,11 @@ def tune(recipe: str | Path | Recipe, data: str | Path, out: str | Path | None =
     return write_outputs()
 
 
-def _interrupt_hint(out: Path, storage_url: str, finished: int, stopped: int | None,
+def _interrupt_hint(out: Path, storage_url: str, finished: int, stopped: int | None, files: Mapping[str, Path],
                     command: str) -> Callable[[], str]:
     def hint() -> str:
         rerun = f"trial {stopped} was stopped and runs again first; " if stopped is not None else ""
-        return (f"kept {finished} finished trial(s) in {storage_url} and {out} (trials.csv, tune.png, best.yaml); "
+        return (f"kept {finished} finished trial(s) in {storage_url} and {out} ({', '.join(files)}); "
                 f"{rerun}continue with: {command}")
 
     return hint
