@@ -79,6 +79,22 @@ def test_bad_budget_is_one_line_naming_the_option(dataset, tmp_path, capsys):
     assert not (tmp_path / "t").exists()
 
 
+@pytest.mark.parametrize("extra, names", [
+    (["--trial-budget", "5x"], "--trial-budget"),
+    (["--storage", "nosuch://db"], "--storage nosuch://db"),
+    (["--space", "SPACE", "--budget", "1m"], "space.yaml: override 'optim.lrr=0.1'"),
+])
+def test_bad_options_are_one_line_errors(dataset, tmp_path, capsys, extra, names):
+    space = tmp_path / "space.yaml"
+    space.write_text("optim.lrr: [0.1]\n")
+    extra = [str(space) if arg == "SPACE" else arg for arg in extra]
+    code = main(["tune", "--recipe", str(TINY), "--data", str(dataset), "--budget", "1m", "--out",
+                 str(tmp_path / "t"), *extra])
+    err = capsys.readouterr().err.strip()
+    assert code not in (0, 130) and len(err.splitlines()) == 1 and names in err, err
+    assert not (tmp_path / "t").exists()
+
+
 def test_default_space_follows_the_recipe_and_builds_valid_overrides():
     base = load_recipe(TINY)
     space = default_space(base.resolved())

@@ -419,14 +419,20 @@ def tune(recipe: str | Path | Recipe, data: str | Path, out: str | Path | None, 
     dims = load_space(space, base.resolved())
     for pick in (0, 1):  # every key and value of the space must make a valid recipe: fail now, not in a trial
         probe = {k: d.extremes()[pick] for k, d in dims.items()}
-        parse_recipe(base.to_dict(), f"search space ({', '.join(dims)})", space_overrides(probe, base))
+        try:
+            parse_recipe(base.to_dict(), "search space", space_overrides(probe, base))
+        except EdgevidError as exc:
+            where = space if isinstance(space, (str, Path)) else "search space"
+            raise EdgevidError(f"{where}: {exc}") from None
     trial_budget = trial_budget_s if trial_budget_s is not None else budget_s / 4
     storage_url = storage or f"sqlite:///{out / 'study.db'}"
     study_name = study_name or name
-    out.mkdir(parents=True, exist_ok=True)
+    if storage is None:  # the default storage lives in OUT
+        out.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(storage=_storage(storage_url), study_name=study_name, direction="maximize",
                                 load_if_exists=True, pruner=pruner or make_pruner())
+    out.mkdir(parents=True, exist_ok=True)
     # processes may see the recipe and the data under other paths (other machines): the recipe itself must match
     identity = {"recipe": str(recipe) if not isinstance(recipe, Recipe) else "recipe", "data": str(data),
                 "base": base.to_dict()}
