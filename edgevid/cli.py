@@ -186,8 +186,8 @@ def tune_cmd(
                                                         "(default: sqlite:///OUT/study.db)."),
     study: str = typer.Option(None, "--study", help="Study name in the storage (default: the recipe's name)."),
     trials: int = typer.Option(None, "--trials", help="Stop once the study has this many finished trials."),
-    space: str = typer.Option(None, "--space", help="YAML file updating the search space (key: [choices], key: "
-                                                    "{low, high, log}, key: null to drop one)."),
+    space: str = typer.Option(None, "--space", help="YAML file updating the search space: per recipe key a list "
+                                                    "of choices, {low, high, log: true} or null (not searched)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the TPE sampler."),
     device: str = typer.Option("cpu", "--device", help="Device to run on (cpu or cuda[:N])."),
 ) -> None:
