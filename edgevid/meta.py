@@ -184,12 +184,28 @@ class ArtifactMeta:
 
     @classmethod
     def from_json(cls, text: str, source: str = "metadata") -> ArtifactMeta:
+        """Metadata from the JSON an artifact carries: the metadata, or one :class:`EdgevidError` naming ``source``
+        whatever the text holds (more than :data:`MAX_META_CHARS`, invalid or too deeply nested JSON, not an
+        object, fields of the wrong type)."""
+        if len(text) > MAX_META_CHARS:
+            raise EdgevidError(f"{source}: edgevid metadata of {len(text) / 2**20:.0f} MiB is more than "
+                               f"{MAX_META_CHARS / 2**20:g} MiB")
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise EdgevidError(f"{source}: edgevid metadata is not valid JSON ({exc.msg})") from None
-        return cls.from_dict(data, source)
+        except RecursionError:
+            raise EdgevidError(f"{source}: edgevid metadata is nested too deeply") from None
+        if not isinstance(data, dict):
+            raise EdgevidError(f"{source}: edgevid metadata is a JSON {type(data).__name__}, not an object")
+        try:
+            return cls.from_dict(data, source)
+        except (TypeError, ValueError, AttributeError, KeyError, OverflowError, RecursionError) as exc:
+            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise EdgevidError(f"{source}: malformed edgevid metadata ({reason})") from None
 
+
+MAX_META_CHARS = 64 << 20  # metadata JSON inside an artifact: a pruned model's shapes take a few KiB
 
 # Version 1 kept these facts in ``extra``: key there -> field of InputSpec.
 _V1_INPUT_KEYS = {"input": "name", "output": "output", "dynamic_batch": "dynamic_batch",

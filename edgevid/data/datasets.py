@@ -48,6 +48,7 @@ from edgevid.data.decode import VIDEO_EXTENSIONS, VideoCache, VideoDecodeError
 from edgevid.data.sampling import check_mode, clip_span, crop_boxes, train_indices, video_stride, view_indices
 from edgevid.data.transforms import AugmentConfig, ClipAugment, normalize, opencv_single_thread, resize_crop
 from edgevid.errors import EdgevidError
+from edgevid.utils.textfiles import MAX_LABEL_BYTES, MAX_LIST_BYTES, read_user_text
 
 HOLDOUT_FRACTION = 0.2
 SPLIT_ALIASES = {"val": ("val", "validate", "validation"), "validate": ("validate", "val", "validation"),
@@ -100,11 +101,8 @@ def _split_names(split: str) -> tuple[str, ...]:
 
 # --------------------------------------------------------------------------------------------------- list files
 def _read_rows(path: Path) -> list[list[str]]:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise EdgevidError(f"{path}: not a text list file (byte {exc.start} is not UTF-8); --data expects a dataset "
-                           "folder or a list file of 'video,label' lines") from None
+    text = read_user_text(path, "list file", MAX_LIST_BYTES,
+                          hint="; --data expects a dataset folder or a list file of 'video,label' lines")
     lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     if not lines:
         raise EdgevidError(f"{path}: list file is empty")
@@ -114,7 +112,11 @@ def _read_rows(path: Path) -> list[list[str]]:
         delimiter = ","
     else:
         return [line.split() for line in lines]
-    return [[cell.strip() for cell in row] for row in csv.reader(lines, delimiter=delimiter)]
+    reader = csv.reader(lines, delimiter=delimiter)
+    try:
+        return [[cell.strip() for cell in row] for row in reader]
+    except csv.Error as exc:  # a field past csv's size limit, a NUL byte
+        raise EdgevidError(f"{path}: line {reader.line_num}: not a list file line ({exc})") from None
 
 
 def _seconds(value: str, path: Path, line: int) -> float | None:
@@ -130,7 +132,7 @@ def _classes_file(folder: Path) -> list[str] | None:
     path = folder / "classes.txt"
     if not path.is_file():
         return None
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    names = [line.strip() for line in read_user_text(path, "class list", MAX_LABEL_BYTES).splitlines() if line.strip()]
     if len(set(names)) != len(names):
         raise EdgevidError(f"{path}: class names repeat")
     return names
@@ -181,7 +183,7 @@ def _kinetics_split(path: Path, header: list[str], rows: list[list[str]], split:
         try:
             label, youtube_id = row[col["label"]], row[col["youtube_id"]]
             start, end = int(float(row[col["time_start"]])), int(float(row[col["time_end"]]))
-        except (IndexError, ValueError):
+        except (IndexError, ValueError, OverflowError):
             raise EdgevidError(f"{path}: line {line}: expected label,youtube_id,time_start,time_end,...") from None
         row_split = row[col["split"]] if "split" in col and col["split"] < len(row) else None
         name = f"{youtube_id}_{start:06d}_{end:06d}.mp4"
@@ -238,7 +240,7 @@ def _ucf_split_file(folder: Path, split: str) -> Path:
 
 def _ucf_split(root: Path, class_ind: Path, split: str) -> DataSplit:
     classes: list[str] = []
-    for line in class_ind.read_text(encoding="utf-8").splitlines():
+    for line in read_user_text(class_ind, "UCF101 class index", MAX_LABEL_BYTES).splitlines():
         parts = line.split()
         if len(parts) == 2 and parts[0].isdigit():
             classes.append(parts[1])
@@ -246,12 +248,14 @@ def _ucf_split(root: Path, class_ind: Path, split: str) -> DataSplit:
             raise EdgevidError(f"{class_ind}: expected 'index ClassName' lines, got {line!r}")
     split_file = _ucf_split_file(class_ind.parent, split)
     relative = []
-    for line in split_file.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(read_user_text(split_file, "UCF101 split file", MAX_LIST_BYTES).splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
         video = Path(parts[0])
         if len(parts) > 1:
+            if not parts[1].isdecimal():
+                raise EdgevidError(f"{split_file}:{number}: expected 'video [class index]', got {line!r}")
             index = int(parts[1])
             if not 1 <= index <= len(classes):
                 raise EdgevidError(f"{split_file}: class index {index} is outside classInd.txt (1..{len(classes)})")
@@ -596,7 +600,7 @@ def dataset_mirror_classes(root: str | Path) -> list[tuple[str, str]] | None:
     text_file, synth_file = folder / MIRROR_FILE, folder / "synth.json"
     if text_file.is_file():
         pairs = []
-        for number, line in enumerate(text_file.read_text(encoding="utf-8").splitlines(), 1):
+        for number, line in enumerate(read_user_text(text_file, "mirror-class list", MAX_LABEL_BYTES).splitlines(), 1):
             line = line.split("#", 1)[0].strip()
             if not line:
                 continue
@@ -608,10 +612,11 @@ def dataset_mirror_classes(root: str | Path) -> list[tuple[str, str]] | None:
         return pairs
     if synth_file.is_file():
         try:
-            pairs = json.loads(synth_file.read_text(encoding="utf-8")).get("mirror_classes", [])
-        except (json.JSONDecodeError, AttributeError):
-            raise EdgevidError(f"{synth_file}: not valid synth metadata (JSON object)") from None
-        return [(str(a), str(b)) for a, b in pairs]
+            pairs = json.loads(read_user_text(synth_file, "synth metadata", MAX_LABEL_BYTES)).get("mirror_classes", [])
+            return [(str(a), str(b)) for a, b in pairs]
+        except (json.JSONDecodeError, AttributeError, TypeError, ValueError, RecursionError):
+            raise EdgevidError(f"{synth_file}: not valid synth metadata (a JSON object whose mirror_classes are "
+                               "pairs of class names)") from None
     return None
 
 
