@@ -236,7 +236,8 @@ def build_manifest(data: str | Path, num: int, preprocessing: Preprocessing, *, 
     Returns the manifest and the videos that could not be read (path, reason); those are left out.
     """
     from edgevid.data import build_dataset
-    from edgevid.data.sampling import train_indices
+    from edgevid.data.datasets import distinct_skips
+from edgevid.data.sampling import train_indices
     from edgevid.utils.console import progress
 
     if num < 1:
@@ -273,7 +274,8 @@ def build_manifest(data: str | Path, num: int, preprocessing: Preprocessing, *, 
                 bar.advance(task)
     if not clips:
         raise EdgevidError(f"{data}: no readable video in split {split!r} ({skipped[0][0]}: {skipped[0][1]})")
-    return CalibrationManifest(root, split, seed, prep, list(dataset.classes), clips, model=model), skipped
+    return (CalibrationManifest(root, split, seed, prep, list(dataset.classes), clips, model=model),
+            distinct_skips(skipped))
 
 
 def _next_readable(queue: deque, dataset, segments: dict[int, tuple[int, int]],

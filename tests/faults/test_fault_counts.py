@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from edgevid.cli import main
+from edgevid.compress.calibration import Preprocessing, build_manifest
 from edgevid.data.datasets import ClipBatch, build_dataset, build_loader, distinct_skips, find_split
+from edgevid.meta import ArtifactMeta
 from edgevid.train.engine import read_metrics
 
 TINY = Path(__file__).parents[2] / "recipes" / "tiny.yaml"
@@ -63,3 +65,10 @@ def test_loader_batches_name_their_short_videos(data):
     full = build_dataset(data, "val", frames=4, size=32, sampling_stride=1, mean=(0.5,) * 3, std=(0.5,) * 3,
                          train=False)
     assert [p for b in build_loader(full, 8, shuffle=False, workers=0) for p in b.short] == []
+
+
+def test_calibration_counts_a_video_listed_twice_once(broken_twice):
+    meta = ArtifactMeta(model="tiny3d", classes=find_split(broken_twice, "train").classes, frames=4, size=32,
+                        sampling_stride=2, mean=(0.45,) * 3, std=(0.225,) * 3)
+    _, skipped = build_manifest(broken_twice, 8, Preprocessing.from_meta(meta), split="train", show_progress=False)
+    assert [Path(path).name for path, _ in skipped] == ["broken.mp4"]
