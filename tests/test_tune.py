@@ -253,9 +253,11 @@ def test_two_processes_share_one_study(dataset, tmp_path):
     db = tmp_path / "shared.db"
     space = tmp_path / "space.yaml"
     space.write_text("train.epochs: null\noptim.lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n")
+    # trials of a second or two each (the trial budget), so that neither process can finish the study alone before the
+    # other one has started
     procs = [subprocess.Popen(_cli("--data", str(dataset), "--budget", "3m", "--trials", "4", "--out",
                                    str(tmp_path / name), "--storage", f"sqlite:///{db}", "--study", "shared",
-                                   "--space", str(space), "train.epochs=1"),
+                                   "--space", str(space), "--trial-budget", "1s", "train.epochs=40"),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
              for name in ("a", "b")]
     for proc in procs:
