@@ -667,8 +667,8 @@ def quantize_cmd(
     floats = ", ".join(result.float_layers) or "none"
     console.print(f"wrote {result.path} ({result.weighted_layers - len(result.float_layers)}/"
                   f"{result.weighted_layers} weighted layers INT8; in float: {floats})", highlight=False)
-    console.print(f"INT8 vs FP32 on {result.parity['clips']} calibration clips: top-1 agreement "
-                  f"{result.parity['top1_agreement']:.0%}, max |logit diff| {result.parity['max_abs_diff']:.3g}",
+    console.print(f"INT8 vs FP32 on {result.parity.clips} calibration clips: top-1 agreement "
+                  f"{result.parity.top1_agreement:.0%}, max |logit diff| {result.parity.max_abs_diff:.3g}",
                   highlight=False)
     if result.report_path:
         console.print(f"report: {result.report_path}", highlight=False)

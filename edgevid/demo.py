@@ -33,8 +33,17 @@ from typing import Any
 
 import numpy as np
 
+from edgevid.bench import bench
+from edgevid.compress.accuracy import AccuracyGuardError
+from edgevid.compress.calibration import Preprocessing, build_manifest
+from edgevid.compress.quantize import quantize
+from edgevid.data.synth import CLASS_NAMES, SynthConfig, generate_synth, render_video, write_video
 from edgevid.errors import EdgevidError
+from edgevid.export import export
 from edgevid.formats import FORMATS
+from edgevid.meta import read_meta
+from edgevid.runtime.live import LiveOptions, run_live
+from edgevid.train import evaluate, train
 from edgevid.utils.atomic import write_json_atomic
 from edgevid.utils.console import console, make_table
 from edgevid.utils.signals import reset_sigchld
@@ -189,8 +198,6 @@ class Demo:
         c = self.config
         root = self.out / "data"
         with self.step("data", "synthetic action videos (H.264, folder per class)") as record:
-            from edgevid.data.synth import SynthConfig, generate_synth
-
             synth = SynthConfig(classes=c.classes, videos_per_class=c.videos_per_class,
                                 val_per_class=c.val_per_class, frames=c.frames, size=c.size, seed=c.seed)
             previous = root / "synth.json"
@@ -207,8 +214,6 @@ class Demo:
 
     def train(self, data: Path) -> Path:
         with self.step("train", f"recipes/{self.config.recipe}.yaml on the synthetic data") as record:
-            from edgevid.train import train
-
             recipe = recipe_path(self.config.recipe)
             budget = TrainingBudget(self.config.train_minutes)
             run = self.out / "run"
@@ -225,8 +230,6 @@ class Demo:
 
     def evaluate(self, run: Path, data: Path) -> dict[str, Any]:
         with self.step("eval", "top-1, per-class accuracy and confusion matrix on val") as record:
-            from edgevid.train import evaluate
-
             metrics = evaluate(run, data, out=self.out / "eval")
             record.result = f"val top-1 {metrics['top1']:.2f}% ({metrics['clips']} clips, {metrics['model']})"
             record.outputs.update(metrics=str(self.out / "eval" / "eval.json"),
@@ -236,9 +239,6 @@ class Demo:
 
     def calibration(self, run: Path, data: Path) -> Path:
         with self.step("calib", "class-stratified calibration clips from the train split") as record:
-            from edgevid.compress.calibration import Preprocessing, build_manifest
-            from edgevid.meta import read_meta
-
             meta = read_meta(run)
             manifest, skipped = build_manifest(data, self.config.calib_clips, Preprocessing.from_meta(meta),
                                                model=meta.model, classes=meta.classes)
@@ -252,9 +252,6 @@ class Demo:
         made: dict[str, Path] = {}
         with self.step("quantize", "INT8 post-training quantization (OpenVINO NNCF, ONNX Runtime QDQ), "
                                    "with the accuracy guard on the val split") as record:
-            from edgevid.compress.accuracy import AccuracyGuardError
-            from edgevid.compress.quantize import quantize
-
             top1 = []
             for target in self.config.quantize_targets:
                 suffix = FORMATS[target].suffix
@@ -278,8 +275,6 @@ class Demo:
         artifacts = self.out / "artifacts"
         made: dict[str, Path] = {}
         with self.step("export", "FP32 ONNX and OpenVINO IR, parity-checked against the checkpoint") as record:
-            from edgevid.export import export
-
             parity = []
             for target in ("onnx", "openvino"):
                 result = export(run, target, "fp32", artifacts / f"model{FORMATS[target].suffix}",
@@ -295,8 +290,6 @@ class Demo:
         c = self.config
         reuse = [path for name, path in artifacts.items() if name.split()[0] in c.bench_targets]
         with self.step("bench", "every format side by side (size, top-1, latency, FPS, RSS)") as record:
-            from edgevid.bench import bench
-
             result = bench(run, self.out / "bench", targets=c.bench_targets, precisions=c.bench_precisions, data=data,
                            artifacts=reuse, iters=c.bench_iters, max_seconds=c.bench_seconds,
                            calib=manifest)
@@ -316,8 +309,6 @@ class Demo:
     def live(self, bench_result) -> None:
         live_dir = self.out / "live"
         with self.step("live", "headless live loop on a held-out generated video") as record:
-            from edgevid.runtime.live import LiveOptions, run_live
-
             video, classes = self._held_out_video(live_dir / "input.mp4")
             model = _fastest_artifact(bench_result)
             options = LiveOptions(output=str(live_dir / "annotated.mp4"), report=str(live_dir / "report.json"))
@@ -331,7 +322,6 @@ class Demo:
 
     def _held_out_video(self, path: Path) -> tuple[Path, list[str]]:
         """One video chaining a clip of every class, drawn with a seed no dataset video uses."""
-        from edgevid.data.synth import CLASS_NAMES, render_video, write_video
 
         c = self.config
         rng = np.random.default_rng(np.random.SeedSequence([c.seed, 10_000]))

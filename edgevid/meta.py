@@ -17,7 +17,7 @@ from typing import Any
 
 from edgevid import __version__
 from edgevid.errors import EdgevidError
-from edgevid.formats import CHECKPOINT_SUFFIXES, FORMATS, format_of
+from edgevid.formats import CHECKPOINT_SUFFIXES, FORMATS, artifact_files, format_of
 from edgevid.precision import PRECISION_NAMES
 from edgevid.utils.atomic import atomic_path
 from edgevid.utils.openvino import openvino_core
@@ -311,6 +311,16 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         state_dict=payload["state_dict"],
         train_state=payload.get("train_state") or {},
     )
+
+
+def artifact_size_mb(path: str | Path) -> float:
+    """Size of an artifact in MiB, the one definition every report uses: a checkpoint's (or run directory's)
+    weights without its training state, an OpenVINO IR's .xml + .bin, else the file."""
+    path = Path(path)
+    if path.is_dir() or path.suffix.lower() in CHECKPOINT_SUFFIXES:
+        state = load_checkpoint(path).state_dict
+        return sum(t.numel() * t.element_size() for t in state.values()) / 2**20
+    return sum(f.stat().st_size for f in artifact_files(path) if f.exists()) / 2**20
 
 
 def sidecar_path(artifact: str | Path) -> Path:

@@ -16,6 +16,7 @@ from edgevid.models import create_model
 from edgevid.models.streaming import to_streaming
 from edgevid.models.video_resnet import BasicBlock, VideoResNet, conv2plus1d, r2plus1d_stem
 from edgevid.models.x3d import X3D, X3DConfig
+from edgevid.runtime import Predictor, StreamingPredictor, load
 from edgevid.runtime.onnx_backend import OnnxRuntimePredictor
 from edgevid.runtime.streaming import GraphStreamingPredictor, TorchStreamingPredictor, load_streaming
 
@@ -240,3 +241,38 @@ def test_tsm_streaming_export_onnx_runtime_and_live(tmp_path, capsys):
                            _meta("tiny3d", {"width": 4}))
     with pytest.raises(EdgevidError, match="causal: true"):
         run_live(tiny, video, LiveOptions(streaming=True))
+
+@pytest.mark.parametrize("target", ["onnx", "openvino"])
+def test_load_returns_one_predictor_contract_for_clip_and_streaming_artifacts(tmp_path, target):
+    """runtime.load: a streaming export loads as a Predictor with step()/reset(); predict() streams whole clips
+    (a new stream each call) and gives the causal model's clip logits; a clip model's step() is an error."""
+    model = tiny_x3d()
+    meta = _meta("x3d_tiny", {})
+    path = _streaming_export(model, meta, tmp_path, target)
+    predictor = load(path)
+    assert isinstance(predictor, Predictor) and isinstance(predictor, StreamingPredictor) and predictor.streaming
+    assert predictor.backend == ("openvino" if target == "openvino" else "onnxruntime")
+    clip = np.random.default_rng(4).standard_normal((2, 3, 5, SIZE, SIZE)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(clip)).numpy()
+    np.testing.assert_allclose(predictor.predict(clip), expected, atol=1e-4)
+    np.testing.assert_allclose(predictor.predict(clip), expected, atol=1e-4)  # a new stream, not a continued one
+    predictor.reset()
+    for t in range(clip.shape[2]):
+        logits = predictor.step(clip[:, :, t:t + 1])
+    np.testing.assert_allclose(logits, expected, atol=1e-4)
+    frames = np.zeros((5, 48, 40, 3), dtype=np.uint8)
+    assert predictor.preprocess(frames).shape == (3, 5, SIZE, SIZE)
+    assert predictor.warmup(2) >= 0 and repr(predictor).startswith(type(predictor).__name__ + f"({path}")
+
+    tsm = tiny_tsm()
+    ckpt = save_checkpoint(tmp_path / "clip.pt", tsm, _meta("tsm_mobilenetv2", {"shift_mode": "online",
+                                                                                "width_mult": 0.25}, frames=4))
+    clip_model = load(ckpt)
+    assert isinstance(clip_model, Predictor) and not clip_model.streaming
+    assert clip_model.preprocess(frames).shape == predictor.preprocess(frames).shape
+    with pytest.raises(EdgevidError, match=r"clip\.pt: tsm_mobilenetv2 is a clip model and has no step\(\)"):
+        clip_model.step(clip[:, :, :1])
+    streamed = load_streaming(ckpt)  # a causal checkpoint streams once converted, through the same contract
+    assert isinstance(streamed, Predictor) and streamed.streaming
+    np.testing.assert_allclose(streamed.predict(clip[:, :, :4]), clip_model.predict(clip[:, :, :4]), atol=1e-4)

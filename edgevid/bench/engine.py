@@ -18,11 +18,14 @@ from pathlib import Path
 from edgevid.bench.formats import TARGETS, Format, FormatBuilder, FormatUnavailable, artifact_format
 from edgevid.bench.report import FORMAT_NAMES, BenchResult, BenchRow
 from edgevid.bench.worker import WorkerSpec
+from edgevid.checkpoint import build_model, resolve_checkpoint
 from edgevid.errors import EdgevidError
-from edgevid.formats import artifact_files, is_checkpoint
-from edgevid.meta import ArtifactMeta, read_meta
+from edgevid.meta import ArtifactMeta, artifact_size_mb, read_meta
+from edgevid.models import count_macs
+from edgevid.models.streaming import to_streaming
 from edgevid.precision import PRECISION_NAMES
 from edgevid.utils.console import progress
+from edgevid.utils.machine import machine_info
 from edgevid.utils.signals import default_sigchld
 
 
@@ -102,14 +105,11 @@ def model_gmacs(meta: ArtifactMeta, streaming: bool = False) -> float | None:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from edgevid.checkpoint import build_model
-    from edgevid.models import count_macs
 
     try:
         model = build_model(meta).eval()
         if not streaming:
             return count_macs(model, meta.frames, meta.size) / 1e9
-        from edgevid.models.streaming import to_streaming
 
         stream = to_streaming(model)
         counter = FlopCounterMode(display=False)
@@ -118,15 +118,6 @@ def model_gmacs(meta: ArtifactMeta, streaming: bool = False) -> float | None:
         return counter.get_total_flops() / 2e9
     except (EdgevidError, ValueError, KeyError, RuntimeError, TypeError):
         return None
-
-
-def artifact_size_mb(path: Path) -> float:
-    """On-disk size: the weights of a checkpoint (without training state), IR .xml + .bin, or the file."""
-    if is_checkpoint(path):
-        from edgevid.checkpoint import load_checkpoint
-
-        return sum(t.numel() * t.element_size() for t in load_checkpoint(path).state_dict.values()) / 2**20
-    return sum(f.stat().st_size for f in artifact_files(path) if f.exists()) / 2**20
 
 
 def _first_line(exc: BaseException) -> str:
@@ -166,7 +157,6 @@ def _plan(source: Path, meta: ArtifactMeta, options: BenchOptions, artifacts_dir
     if source_format.target != "torch":
         prebuilt[source_format] = source
         return _Plan(list(prebuilt), prebuilt)
-    from edgevid.checkpoint import resolve_checkpoint
 
     checkpoint = resolve_checkpoint(source)
     builder = FormatBuilder(checkpoint, meta, artifacts_dir, data=options.data, calib=options.calib,
@@ -188,7 +178,6 @@ def bench(artifact: str | Path, out: str | Path | None = None, *, show_progress:
 
     ``options`` are the fields of :class:`BenchOptions`; ``notes`` is free text stored with the results.
     """
-    from edgevid.utils.machine import machine_info
 
     opts = BenchOptions(**options)
     source = Path(artifact)

@@ -23,12 +23,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgevid.compress.calibration import Preprocessing, build_manifest
 from edgevid.errors import EdgevidError
 from edgevid.formats import BACKEND_TARGETS, EXPORT_TARGETS, FORMATS, TARGET_BACKENDS
 from edgevid.formats import TARGETS as TARGETS  # re-exported: edgevid.bench.TARGETS
-from edgevid.meta import ArtifactMeta
+from edgevid.meta import ArtifactMeta, read_meta
+from edgevid.pipeline import export
 from edgevid.precision import resolve_precision
+from edgevid.runtime import backend_for
 from edgevid.runtime.openvino_backend import precision_hint
+from edgevid.runtime.tensorrt_backend import tensorrt_module
 
 SUFFIXES = {target: FORMATS[target].suffix for target in EXPORT_TARGETS}
 RUN_CALIBRATION = "calibration.json"
@@ -57,8 +61,6 @@ class Format:
 
 def artifact_format(path: Path) -> Format:
     """The format of an existing artifact, from its backend and its metadata's precision."""
-    from edgevid.meta import read_meta
-    from edgevid.runtime import backend_for
 
     return Format(BACKEND_TARGETS[backend_for(path).backend], read_meta(path).precision)
 
@@ -109,8 +111,6 @@ class FormatBuilder:
             raise FormatUnavailable(str(exc)) from None
 
     def _export(self, source: Path, fmt: Format, **options) -> Path:
-        from edgevid.pipeline import export
-
         if fmt.precision == "int8":
             options["calib"] = self.calibration()
         return export(source, fmt.target, fmt.precision, self.path_for(fmt), threads=self.threads,
@@ -119,7 +119,6 @@ class FormatBuilder:
     def _tensorrt(self, fmt: Format) -> Path:
         """A TensorRT engine, from the streaming ONNX with ``streaming``; unavailable without TensorRT (the fp32
         and fp16 rows then carry the trtexec command for the device)."""
-        from edgevid.runtime.tensorrt_backend import tensorrt_module
 
         source = self._export(self.checkpoint, Format("onnx", "fp32"), streaming=True) if self.streaming \
             else self.checkpoint
@@ -129,7 +128,6 @@ class FormatBuilder:
         if fmt.precision == "int8":
             raise FormatUnavailable(f"tensorrt is not importable here ({why}); on the device run `edgevid "
                                     "quantize --target trt`, then `edgevid export --target trt --precision int8`")
-        from edgevid.export import export
 
         result = export(source, "trt", fmt.precision, self.path_for(fmt), onnx_only=True, threads=self.threads)
         raise FormatUnavailable(f"tensorrt is not importable here ({why}); the ONNX for the engine is "
@@ -143,8 +141,6 @@ class FormatBuilder:
         if own.is_file():
             self.calib = own
         elif self.data is not None:
-            from edgevid.compress.calibration import Preprocessing, build_manifest
-
             manifest, _ = build_manifest(self.data, self.calib_clips, Preprocessing.from_meta(self.meta),
                                          model=self.meta.model, classes=self.meta.classes, show_progress=False)
             self.calib = manifest.save(self.artifacts_dir / RUN_CALIBRATION)

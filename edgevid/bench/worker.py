@@ -17,6 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from edgevid.runtime import load
+from edgevid.runtime.metrics import rss_mb
+from edgevid.runtime.streaming import load_streaming
+from edgevid.train import evaluate
+from edgevid.utils.atomic import write_json_atomic
+from edgevid.utils.machine import time_callable
+
 MB = 2**20
 
 
@@ -61,7 +68,7 @@ def _random_clips(shape: tuple[int, ...], seed: int) -> np.ndarray:
 def _timed_call(spec: WorkerSpec, model: Any):
     """The call to time and what one call processes (clips or frames), for the loaded model."""
     meta = model.meta
-    if spec.streaming:
+    if model.streaming:
         frame = _random_clips((1, 3, 1, meta.size, meta.size), spec.seed)
         model.reset()
         return (lambda: model.step(frame)), 1
@@ -71,17 +78,11 @@ def _timed_call(spec: WorkerSpec, model: Any):
 
 def measure(spec: WorkerSpec) -> dict[str, Any]:
     """Load the artifact, time it, and report latency, throughput, memory and (with ``data``) top-1."""
-    from edgevid.runtime.metrics import rss_mb
-    from edgevid.utils.machine import time_callable
 
     rss_before = rss_mb()
     if spec.streaming:
-        from edgevid.runtime.streaming import load_streaming
-
         model = load_streaming(spec.artifact, device=spec.device, threads=spec.threads, precision=spec.precision)
     else:
-        from edgevid.runtime import load
-
         model = load(spec.artifact, device=spec.device, threads=spec.threads, precision=spec.precision)
     call, items = _timed_call(spec, model)
     stats = time_callable(call, warmup=spec.warmup, iters=spec.iters, max_seconds=spec.max_seconds)
@@ -93,8 +94,6 @@ def measure(spec: WorkerSpec) -> dict[str, Any]:
         "peak_rss_mb": peak_rss_mb(), "rss_delta_mb": peak_rss_mb() - rss_before,
     }
     if spec.data:
-        from edgevid.train import evaluate
-
         metrics = evaluate(spec.artifact, spec.data, split=spec.split, device=spec.device, threads=spec.threads,
                            workers=spec.eval_workers, precision=spec.precision)
         result["top1"] = metrics["top1"]
@@ -105,7 +104,6 @@ def main(argv: list[str]) -> int:
     """``python -m edgevid.bench.worker SPEC.json RESULT.json``: the result file always holds ``ok`` and either
     the measurements or the error."""
     spec_path, result_path = Path(argv[0]), Path(argv[1])
-    from edgevid.utils.atomic import write_json_atomic
 
     try:
         spec = WorkerSpec(**json.loads(spec_path.read_text()))

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edgevid.data import build_dataset
 from edgevid.errors import EdgevidError
 from edgevid.meta import ArtifactMeta
+from edgevid.utils.console import progress
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
 
@@ -46,8 +48,6 @@ class ValidationSet:
              show_progress: bool = True) -> ValidationSet:
         """Decode ``split`` of ``data`` with the artifact's preprocessing; ``max_clips`` takes an evenly spaced
         subset (stratification follows from the list order being class-grouped or not: every k-th video)."""
-        from edgevid.data import build_dataset
-        from edgevid.utils.console import progress
 
         dataset = build_dataset(data, split, frames=meta.frames, size=meta.size,
                                 sampling_stride=meta.sampling_stride, mean=meta.mean, std=meta.std, train=False,
@@ -122,7 +122,6 @@ def onnx_accuracy_guard(quantizer, out: Path, valset: ValidationSet, fp32_scores
     :class:`AccuracyGuardError` when no count tried fits, the last being every weighted layer in float (their
     input activations mostly stay quantized, so that is not FP32); nothing is written to ``out`` then.
     """
-    from edgevid.utils.console import progress
 
     fp32_top1 = valset.top1(fp32_scores)
     subset = np.linspace(0, len(valset) - 1, min(ranking_clips, len(valset))).round().astype(int)

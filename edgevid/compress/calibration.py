@@ -28,9 +28,14 @@ from typing import Any
 
 import numpy as np
 
+from edgevid.data import VideoDecodeError, VideoReader, build_dataset, eval_transform
+from edgevid.data.datasets import distinct_skips
+from edgevid.data.sampling import train_indices
 from edgevid.errors import EdgevidError
 from edgevid.meta import ArtifactMeta
+from edgevid.models import get_spec
 from edgevid.utils.atomic import write_json_atomic
+from edgevid.utils.console import progress
 
 MANIFEST_FORMAT = "edgevid-calibration"
 MANIFEST_VERSION = 1
@@ -62,8 +67,6 @@ class Preprocessing:
 
     @classmethod
     def from_model(cls, name: str, sampling: str = "dense") -> Preprocessing:
-        from edgevid.models import get_spec
-
         spec = get_spec(name)
         return cls(spec.frames, spec.size, spec.sampling_stride, sampling, tuple(spec.mean), tuple(spec.std))
 
@@ -163,8 +166,6 @@ class CalibrationManifest:
 
     def load_clips(self, show_progress: bool = True) -> list[np.ndarray]:
         """Decode and normalise every clip: a list of float32 [1, 3, T, S, S] arrays (manifest order)."""
-        from edgevid.data import VideoReader, eval_transform
-        from edgevid.utils.console import progress
 
         prep = self.preprocessing
         transform = eval_transform(prep.size, prep.mean, prep.std)
@@ -235,10 +236,6 @@ def build_manifest(data: str | Path, num: int, preprocessing: Preprocessing, *, 
 
     Returns the manifest and the videos that could not be read (path, reason); those are left out.
     """
-    from edgevid.data import build_dataset
-    from edgevid.data.datasets import distinct_skips
-from edgevid.data.sampling import train_indices
-    from edgevid.utils.console import progress
 
     if num < 1:
         raise EdgevidError(f"--num must be >= 1, got {num}")
@@ -283,7 +280,6 @@ def _next_readable(queue: deque, dataset, segments: dict[int, tuple[int, int]],
     """The next video of a class queue (moved to the back: the queue cycles) whose frames can be read; videos
     that fail to open are dropped from the queue and recorded in ``skipped``. ``segments`` caches the first frame
     and frame count of each video's labelled segment."""
-    from edgevid.data import VideoDecodeError, VideoReader
 
     while queue:
         index = queue.popleft()

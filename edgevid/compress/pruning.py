@@ -35,11 +35,20 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgevid.checkpoint import load_checkpoint, load_model, resolve_checkpoint, save_checkpoint
+from edgevid.compress.accuracy import ValidationSet
+from edgevid.compress.report import add_speedups, benchmark_artifacts, print_report, write_report
 from edgevid.errors import EdgevidError
+from edgevid.export import export
 from edgevid.formats import FORMATS
 from edgevid.meta import ArtifactMeta
+from edgevid.models.base import VideoModel
+from edgevid.models.layers import ChannelwiseOp
 from edgevid.models.pruned import apply_pruned_shapes, pruned_shapes  # noqa: F401  (apply_pruned_shapes re-exported)
+from edgevid.models.registry import count_macs, count_params
+from edgevid.train import train
 from edgevid.utils.atomic import temp_dir
+from edgevid.utils.console import console
 
 IMPORTANCES = ("l2", "bn")
 MAC_TOLERANCE = 0.01
@@ -54,19 +63,13 @@ class _PassThrough(nn.Module):
         return x
 
 
-def _channelwise_types() -> tuple[type, ...]:
-    from edgevid.models.tsm import TemporalShift
-
-    return (TemporalShift,)
-
-
 @contextlib.contextmanager
 def _without_channelwise_ops(model: nn.Module) -> Iterator[None]:
     """Swap parameter-free ops that keep channel c at channel c (temporal shifts) for pass-throughs."""
     swapped = []
     for module in list(model.modules()):
         for child_name, child in module.named_children():
-            if isinstance(child, _channelwise_types()):
+            if isinstance(child, ChannelwiseOp):
                 swapped.append((module, child_name, child))
                 setattr(module, child_name, _PassThrough())
     try:
@@ -87,11 +90,9 @@ def _importance(kind: str):
 
 
 def _classifier_layers(model: nn.Module) -> list[nn.Module]:
-    head = getattr(model, "head", None)
-    fc = getattr(head, "fc", None)
-    if fc is None:
-        raise EdgevidError(f"{type(model).__name__}: no head.fc classifier found to protect from pruning")
-    return [fc]
+    if not isinstance(model, VideoModel):
+        raise EdgevidError(f"{type(model).__name__}: not a zoo model (no classifier to protect from pruning)")
+    return [model.get_classifier()]
 
 
 def prune_channels(model: nn.Module, example: torch.Tensor, channel_ratio: float, *, importance: str = "l2",
@@ -135,7 +136,6 @@ def prune_to_macs(model: nn.Module, frames: int, size: int, ratio: float, *, imp
     Bisection over the channel ratio; the result removes at least ``ratio - MAC_TOLERANCE`` of the MACs and is
     the closest trial to ``ratio`` found.
     """
-    from edgevid.models.registry import count_macs, count_params
 
     check_ratio(ratio)
     _importance(importance)
@@ -212,10 +212,6 @@ def compare_models(before: Path, after: Path, *, valset=None, backends: tuple[st
     """Rows of params, GMACs, top-1 and latency (measured interleaved) for the original and pruned checkpoints on
     each backend (exported to ONNX / OpenVINO as ``edgevid export`` does), with the pruned model's speed-up over
     the original on the same backend. An export that fails is recorded in its row and the others go on."""
-    from edgevid.checkpoint import load_model
-    from edgevid.compress.report import add_speedups, benchmark_artifacts
-    from edgevid.export import export
-    from edgevid.models.registry import count_macs, count_params
 
     entries, failed = [], []
     for label, checkpoint in (("original", before), ("pruned", after)):
@@ -264,8 +260,6 @@ def prune(run: str | Path, ratio: float, data: str | Path, *, finetune_epochs: i
     counts (44, 89, 179) of exact pruning.
     """
 
-    from edgevid.checkpoint import load_checkpoint, load_model, resolve_checkpoint, save_checkpoint
-    from edgevid.utils.console import console
 
     check_ratio(ratio)
     _importance(importance)
@@ -298,8 +292,6 @@ def prune(run: str | Path, ratio: float, data: str | Path, *, finetune_epochs: i
     if finetune_epochs == 0:
         checkpoint = save_checkpoint(run_dir / "best.pt", pruned.model, load_checkpoint(checkpoint).meta)
     else:
-        from edgevid.train import train
-
         train(recipe, data, out=run_dir, epochs=finetune_epochs, overrides=overrides,
               start_from=load_checkpoint(checkpoint))
         checkpoint = resolve_checkpoint(run_dir)
@@ -316,8 +308,6 @@ def report_pruning(source: Path, result: PruneResult, data: str | Path, meta: Ar
                    show_progress: bool = True) -> PruneResult:
     """Compare the original checkpoint ``source`` with ``result.checkpoint`` (:func:`compare_models` on the val
     split of ``data`` unless ``val_clips`` is 0), print the table and write ``prune_report.json`` in the run."""
-    from edgevid.compress.accuracy import ValidationSet
-    from edgevid.compress.report import write_report
 
     valset = ValidationSet.load(data, meta, max_clips=val_clips, show_progress=show_progress) \
         if val_clips != 0 else None
@@ -330,7 +320,5 @@ def report_pruning(source: Path, result: PruneResult, data: str | Path, meta: Ar
 
 
 def print_prune_report(rows: list[dict[str, Any]], title: str) -> None:
-    from edgevid.compress.report import print_report
-
     print_report(rows, title, ["model", "backend", "params_m", "gmacs", "top1", "p50_ms", "p95_ms", "speedup",
                                "status"])

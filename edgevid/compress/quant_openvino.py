@@ -10,6 +10,7 @@ import numpy as np
 
 from edgevid.compress.calibration import check_method
 from edgevid.errors import EdgevidError
+from edgevid.meta import read_openvino_model
 from edgevid.runtime.openvino_backend import compile_model, execution_precision
 
 WEIGHTED_OPS = ("Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData")
@@ -39,7 +40,6 @@ def openvino_model(source: Path) -> Any:
     """An ``openvino.Model`` from an FP32 OpenVINO IR (.xml) or an ONNX file (converted as the exporter does)."""
     import openvino as ov
 
-    from edgevid.meta import read_openvino_model
 
     if source.suffix.lower() == ".xml":
         return read_openvino_model(source)

@@ -24,6 +24,7 @@ A report (precision x backend: size, top-1, latency, speed-up) is printed and sa
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import time
 from dataclasses import dataclass, field
@@ -32,12 +33,17 @@ from typing import Any
 
 import numpy as np
 
+from edgevid.checkpoint import load_model
+from edgevid.compress import quant_openvino as qov
 from edgevid.compress.accuracy import AccuracyGuardError, ValidationSet, onnx_accuracy_guard, ort_predict
 from edgevid.compress.calibration import check_method, load_calibration
+from edgevid.compress.quant_onnx import OnnxQuantizer, OnnxQuantScheme, qdq_summary
+from edgevid.compress.report import add_speedups, benchmark_artifacts, print_report, write_report
 from edgevid.errors import EdgevidError
-from edgevid.export.base import atomic_files
+from edgevid.export.base import ExportOptions, Parity, atomic_files
+from edgevid.export.onnx import finalize_onnx, model_to_onnx
 from edgevid.formats import CHECKPOINT_SUFFIXES, FORMATS
-from edgevid.meta import ArtifactMeta, QuantizationInfo, read_meta
+from edgevid.meta import ArtifactMeta, QuantizationInfo, read_meta, write_openvino_meta
 from edgevid.utils.atomic import remove_stale_temporaries, temp_dir
 from edgevid.utils.machine import cpu_features
 
@@ -60,7 +66,7 @@ class QuantizeResult:
     float_layers: list[str]
     weighted_layers: int
     calib_clips: int
-    parity: dict[str, float]
+    parity: Parity
     fp32_top1: float | None = None
     int8_top1: float | None = None
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -69,7 +75,8 @@ class QuantizeResult:
 
     def summary(self) -> dict[str, Any]:
         return {"path": str(self.path), "target": self.target, "float_layers": self.float_layers,
-                "weighted_layers": self.weighted_layers, "calib_clips": self.calib_clips, "parity": self.parity,
+                "weighted_layers": self.weighted_layers, "calib_clips": self.calib_clips,
+                "parity": dataclasses.asdict(self.parity),
                 "fp32_top1": self.fp32_top1, "int8_top1": self.int8_top1,
                 "report": str(self.report_path) if self.report_path else None, "seconds": round(self.seconds, 1)}
 
@@ -133,18 +140,16 @@ def _fp32_onnx(source: Path, meta: ArtifactMeta, work: Path, threads: int | None
     """The FP32 ONNX graph to quantize: the source itself, or the checkpoint exported as ``edgevid export`` does."""
     if source.suffix.lower() == ".onnx":
         return source, meta
-    from edgevid.checkpoint import load_model
-    from edgevid.export.base import ExportOptions
-    from edgevid.export.onnx import model_to_onnx
 
     model, _ = load_model(source)
     path = work / "fp32.onnx"
     return path, model_to_onnx(model, meta, path, ExportOptions(threads=threads))
 
 
-def _parity(fp32: np.ndarray, int8: np.ndarray) -> dict[str, float]:
-    return {"clips": len(fp32), "top1_agreement": float(np.mean(fp32.argmax(1) == int8.argmax(1))),
-            "max_abs_diff": float(np.abs(fp32 - int8).max())}
+def _parity(fp32: np.ndarray, int8: np.ndarray, execution: str = "") -> Parity:
+    """INT8 against FP32 on calibration clips (no logit tolerance: the accuracy guard judges INT8 by top-1)."""
+    return Parity(float(np.abs(fp32 - int8).max()), float(np.mean(fp32.argmax(1) == int8.argmax(1))), len(fp32),
+                  None, "fp32", "calibration clips", execution)
 
 
 @dataclass
@@ -155,7 +160,7 @@ class _Outcome:
     fp32_path: Path
     float_layers: list[str]
     weighted_layers: int
-    parity: dict[str, float]
+    parity: Parity
     scheme: dict[str, Any]
     fp32_top1: float | None = None
     int8_top1: float | None = None
@@ -168,7 +173,6 @@ def _quantize_onnx_target(target: str, fp32_onnx: Path, clips: list[np.ndarray],
                           threads: int | None, show_progress: bool) -> _Outcome:
     import onnx
 
-    from edgevid.compress.quant_onnx import OnnxQuantizer, OnnxQuantScheme, qdq_summary
 
     scheme = OnnxQuantScheme.for_target(target, method, symmetric_activations)
     input_name = onnx.load(str(fp32_onnx), load_external_data=False).graph.input[0].name
@@ -214,8 +218,6 @@ def _quantize_openvino_target(source: Path, fp32_onnx: Path | None, meta: Artifa
                               threads: int | None) -> _Outcome:
     import openvino as ov
 
-    from edgevid.compress import quant_openvino as qov
-    from edgevid.meta import write_openvino_meta
 
     fp32_source = fp32_onnx if fp32_onnx is not None else source
     model = qov.openvino_model(fp32_source)
@@ -246,7 +248,7 @@ def _quantize_openvino_target(source: Path, fp32_onnx: Path | None, meta: Artifa
     outcome.float_layers = [name for name, quantized_input in layers.items() if not quantized_input]
     outcome.weighted_layers = len(layers)
     batch = np.concatenate(clips[:PARITY_CLIPS])
-    outcome.parity = _parity(fp32_run(batch), int8_run(batch))
+    outcome.parity = _parity(fp32_run(batch), int8_run(batch), int8_run.execution)
     outcome.int8_model = quantized
     outcome.scheme["execution"] = int8_run.execution
     return outcome
@@ -257,14 +259,12 @@ def _write_output(target: str, outcome: _Outcome, meta: ArtifactMeta, path: Path
     if target == "openvino":
         import openvino as ov
 
-        from edgevid.meta import write_openvino_meta
 
         write_openvino_meta(outcome.int8_model, meta)
         ov.save_model(outcome.int8_model, str(path), compress_to_fp16=False)
         return
     import onnx
 
-    from edgevid.export.onnx import finalize_onnx
 
     finalize_onnx(onnx.load(str(outcome.int8_path)), meta, path)
 
@@ -279,7 +279,6 @@ def quantize(artifact: str | Path, target: str, calib: str | Path, *, out: str |
     percentile. ``data``: dataset for the accuracy guard and the report's top-1
     (``val_clips`` caps the clips used). ``bench_iters``: latency iterations per artifact in the report (0: none).
     """
-    from edgevid.compress.report import add_speedups, benchmark_artifacts, print_report, write_report
 
     start = time.perf_counter()
     check_target(target)

@@ -16,22 +16,14 @@ import numpy as np
 
 from edgevid.compress.accuracy import ValidationSet
 from edgevid.errors import EdgevidError
-from edgevid.formats import artifact_files
+from edgevid.meta import artifact_size_mb
+from edgevid.runtime import load
 from edgevid.utils.atomic import write_json_atomic
 from edgevid.utils.console import console, make_table
+from edgevid.utils.machine import machine_info
 
 REPORT_COLUMNS = ("backend", "precision", "size_mb", "top1", "p50_ms", "p95_ms", "speedup")
 ROUNDS = 5
-
-
-def artifact_size_mb(path: str | Path) -> float:
-    """Size on disk in MiB; an OpenVINO IR counts its .xml and .bin, a run directory its checkpoint."""
-    from edgevid.checkpoint import resolve_checkpoint
-
-    path = Path(path)
-    if path.is_dir():
-        path = resolve_checkpoint(path)
-    return sum(f.stat().st_size for f in artifact_files(path) if f.exists()) / 2**20
 
 
 def benchmark_artifacts(entries: Sequence[tuple[dict[str, Any], str | Path]], *, valset: ValidationSet | None = None,
@@ -39,7 +31,6 @@ def benchmark_artifacts(entries: Sequence[tuple[dict[str, Any], str | Path]], *,
     """One row per ``(row, artifact)`` entry, loaded with :func:`edgevid.runtime.load`: ``row`` plus precision,
     size, top-1 on ``valset`` (unless ``row`` has it) and batch-1 latency over ``iters`` interleaved calls.
     An artifact that fails to load or run gets ``status: failed: ...`` and the others go on."""
-    from edgevid.runtime import load
 
     rows, runners = [], []
     for base, path in entries:
@@ -99,6 +90,5 @@ def print_report(rows: Sequence[dict[str, Any]], title: str, columns: Sequence[s
 
 def write_report(path: str | Path, rows: Sequence[dict[str, Any]], **context: Any) -> Path:
     """JSON with the machine (CPU, cores, load average), the ``context`` (what was compressed, how) and the rows."""
-    from edgevid.utils.machine import machine_info
 
     return write_json_atomic(path, {"machine": machine_info(), **context, "rows": list(rows)})

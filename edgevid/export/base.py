@@ -22,8 +22,8 @@ from typing import ClassVar
 import numpy as np
 
 from edgevid.errors import EdgevidError
-from edgevid.formats import CHECKPOINT_SUFFIXES, FORMATS, artifact_files, artifact_stem
-from edgevid.meta import ArtifactMeta
+from edgevid.formats import CHECKPOINT_SUFFIXES, FORMATS, artifact_stem
+from edgevid.meta import ArtifactMeta, artifact_size_mb
 from edgevid.precision import get_precision
 from edgevid.runtime.base import Predictor, load
 from edgevid.utils.atomic import temp_prefix
@@ -74,19 +74,21 @@ class ExportOptions:
 
 @dataclass
 class Parity:
-    """How an exported artifact's outputs compare with the source artifact's on the same clips."""
+    """How an artifact's outputs compare with a reference's on the same clips (an export and its source, an INT8
+    model and its FP32 one). ``limit``: the largest |logit difference| that passes; None where no tolerance
+    applies (INT8 is judged by its top-1, the accuracy guard's job)."""
 
     max_abs_diff: float
     top1_agreement: float
     clips: int
-    limit: float
+    limit: float | None
     reference: str
     clip_source: str
     execution: str = ""
 
     @property
     def passed(self) -> bool:
-        return self.max_abs_diff <= self.limit
+        return self.limit is None or self.max_abs_diff <= self.limit
 
 
 @dataclass
@@ -104,7 +106,7 @@ class ExportResult:
 
     @property
     def size_mb(self) -> float:
-        return sum(f.stat().st_size for f in artifact_files(self.path) if f.exists()) / 2**20
+        return artifact_size_mb(self.path)
 
     def row(self) -> dict:
         """One table row (CLI and benchmarks)."""

@@ -25,6 +25,7 @@ from edgevid.export.base import (
 from edgevid.export.onnx import model_to_onnx
 from edgevid.formats import FORMATS
 from edgevid.meta import ArtifactMeta, write_openvino_meta
+from edgevid.runtime.openvino_backend import OpenVINOPredictor
 from edgevid.utils.atomic import temp_dir
 
 
@@ -50,7 +51,6 @@ class OpenVINOExporter(Exporter):
     def export(self, source: Source, out: Path) -> ExportResult:
         import openvino as ov
 
-        from edgevid.runtime.openvino_backend import OpenVINOPredictor
 
         precision = self.options.precision
         out.parent.mkdir(parents=True, exist_ok=True)

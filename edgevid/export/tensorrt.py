@@ -47,7 +47,8 @@ from edgevid.export.onnx import OnnxExporter, finalize_onnx, to_fp16
 from edgevid.formats import FORMATS
 from edgevid.meta import ArtifactMeta, sidecar_path
 from edgevid.runtime.base import Predictor
-from edgevid.runtime.tensorrt_backend import tensorrt_major, tensorrt_module
+from edgevid.runtime.streaming import GraphStreamingPredictor
+from edgevid.runtime.tensorrt_backend import TensorRTPredictor, tensorrt_major, tensorrt_module
 from edgevid.utils.atomic import atomic_path
 
 BENCHMARK_FLAGS = ("--useCudaGraph", "--avgRuns=100", "--percentile=50,95,99", "--warmUp=500", "--duration=10",
@@ -254,8 +255,6 @@ class TensorRTExporter(Exporter):
         return path, meta, None
 
     def _write(self, engine: bytes, meta: ArtifactMeta, source: Source, out: Path):
-        from edgevid.runtime.tensorrt_backend import TensorRTPredictor
-
         with atomic_files(out, sidecar_path(out)) as (engine_tmp, sidecar_tmp):
             engine_tmp.write_bytes(engine)
             sidecar_tmp.write_text(meta.to_json(), encoding="utf-8")
@@ -268,7 +267,6 @@ def streaming_graph_parity(source: Source, candidate: Predictor, options: Export
     """Parity of two streaming exports: the same random clips fed frame by frame (as one batch of streams, up to
     ``batch_max``, and the first stream alone) through the source's and the candidate's ``run_named``, the logits
     compared after every frame; raises when the max |logit difference| exceeds the tolerance."""
-    from edgevid.runtime.streaming import GraphStreamingPredictor
 
     clips, clip_source = parity_clips(source, min(options.parity_clips, options.batch_max), options.data)
     reference, streamed = GraphStreamingPredictor(source.reference), GraphStreamingPredictor(candidate)

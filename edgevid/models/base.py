@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from edgevid.meta import HEAD_KINDS
+from edgevid.models.init import init_linear
 
 KINETICS_MEAN = (0.45, 0.45, 0.45)
 KINETICS_STD = (0.225, 0.225, 0.225)
@@ -70,10 +71,31 @@ class VideoModel(nn.Module):
     min_frames: int = 1
     frame_multiple: int = 1
     num_features: int
+    classifier_std: float | None = None  # a fresh classifier's N(0, std) init; None: PyTorch's default
 
     @property
     def head_kind(self) -> str:
         return self.head.kind
+
+    def get_classifier(self) -> nn.Linear:
+        """The layer that turns features into class scores (the one fine-tuning replaces)."""
+        return self.head.fc
+
+    def classifier_name(self) -> str:
+        """The classifier's module path (its state_dict keys start with it and a dot)."""
+        classifier = self.get_classifier()
+        return next(name for name, module in self.named_modules() if module is classifier)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A freshly initialised classifier for ``num_classes`` classes, on the old one's device and dtype; the
+        head kind, hidden layer and dropout stay."""
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        old = self.get_classifier()
+        fc = nn.Linear(old.in_features, num_classes, bias=old.bias is not None, device=old.weight.device,
+                       dtype=old.weight.dtype)
+        init_linear(fc, self.classifier_std)
+        self.head.fc = fc
 
     def set_head_kind(self, kind: str) -> None:
         self.head.kind = check_head_kind(kind)

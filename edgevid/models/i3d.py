@@ -22,9 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgevid.models.base import VideoHead, VideoModel
+from edgevid.models.init import init_weights
 from edgevid.models.layers import DropPath, linear_drop_path_rates
 from edgevid.models.registry import register_model
-from edgevid.models.video_resnet import check_stage_values, init_resnet_weights
+from edgevid.models.video_resnet import check_stage_values
 
 TIME_PADDINGS = ("zeros", "replicate")
 INFLATE_MODES = ("repeat", "center")
@@ -150,6 +151,8 @@ class I3DResNet(VideoModel):
         drop_path: stochastic-depth rate reached by the last block.
     """
 
+    classifier_std = 0.01  # what init_weights gives every linear layer
+
     def __init__(self, block: ResBlock3d = Bottleneck3d, layers: Sequence[int] = (3, 4, 6, 3),
                  num_classes: int = 400, head: str = "clip", stem_temporal_kernel: int = 5,
                  temporal_kernels: Sequence[Sequence[int]] = I3D_TEMPORAL_KERNELS, temporal_pool: bool = True,
@@ -172,7 +175,7 @@ class I3DResNet(VideoModel):
             cin = planes * block.expansion
         self.num_features = cin
         self.head = VideoHead(cin, num_classes, head, dropout=dropout)
-        init_resnet_weights(self)
+        init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

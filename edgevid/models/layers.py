@@ -13,7 +13,24 @@ from torch import nn
 from edgevid.models.base import _exporting
 
 
-class CausalConv3d(nn.Conv3d):
+class ChannelwiseOp(nn.Module):
+    """A parameter-free op that keeps channel c at channel c (a temporal shift): structured pruning (Torch-Pruning's
+    dependency graph) passes through it as if it were not there."""
+
+
+class TemporalLayer:
+    """What a layer that mixes frames tells the streaming conversion (:mod:`edgevid.models.streaming`)."""
+
+    def streaming_issue(self) -> str | None:
+        """Why this layer cannot run one frame at a time (it looks at future frames), or None."""
+        return None
+
+    def input_frames(self, args: tuple) -> int:
+        """How many frames the forward call with positional ``args`` gets."""
+        return args[0].shape[2]
+
+
+class CausalConv3d(TemporalLayer, nn.Conv3d):
     """A Conv3d whose temporal padding is all on the past side: output frame t sees input frames <= t.
 
     Streaming (``edgevid.models.streaming``) replaces it by a stateful conv that keeps the last

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgevid.models.init import init_weights
 from edgevid.models.layers import DropPath, linear_drop_path_rates
 
 # expansion t, output channels c, repeats n, first stride s (Sandler et al. 2018, table 2)
@@ -89,18 +90,7 @@ class MobileNetV2(nn.Module):
         self.num_features = self.last_channel
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.last_channel, num_classes)) \
             if num_classes else None
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     def residual_blocks(self) -> list[InvertedResidual]:
         """The inverted residual blocks with a skip connection: those whose ``temporal`` hook TSM fills."""

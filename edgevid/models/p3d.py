@@ -23,9 +23,10 @@ import torch
 from torch import nn
 
 from edgevid.models.base import IMAGENET_MEAN, IMAGENET_STD, VideoHead, VideoModel
+from edgevid.models.init import init_weights
 from edgevid.models.layers import DropPath, linear_drop_path_rates
 from edgevid.models.registry import register_model
-from edgevid.models.video_resnet import check_stage_values, init_resnet_weights
+from edgevid.models.video_resnet import check_stage_values
 
 P3D_VARIANTS = ("A", "B", "C", "ABC")
 _SPATIAL_ONLY = "2D"
@@ -100,6 +101,8 @@ class P3DResNet(VideoModel):
         drop_path: stochastic-depth rate reached by the last block.
     """
 
+    classifier_std = 0.01  # what init_weights gives every linear layer
+
     min_frames = 16
     frame_multiple = 16
 
@@ -125,7 +128,7 @@ class P3DResNet(VideoModel):
             cin = planes * P3DBottleneck.expansion
         self.num_features = cin
         self.head = VideoHead(cin, num_classes, head, dropout=dropout)
-        init_resnet_weights(self)
+        init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

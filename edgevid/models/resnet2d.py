@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from edgevid.models.init import init_weights
 from edgevid.models.layers import DropPath, linear_drop_path_rates
 
 
@@ -111,7 +112,7 @@ class ResNet2d(nn.Module):
             self.add_module(f"layer{index + 1}", stage)
         self.num_features = inplanes
         self.fc = nn.Linear(inplanes, num_classes) if num_classes else None
-        self._init_weights()
+        init_weights(self, linear_std=None)  # torchvision's ResNet leaves fc at PyTorch's default
 
     @staticmethod
     def _make_layer(block: type[ResidualBlock2d], inplanes: int, planes: int, depth: int, stride: int,
@@ -123,14 +124,6 @@ class ResNet2d(nn.Module):
         blocks = [block(inplanes, planes, stride, downsample, next(rates))]
         blocks += [block(outplanes, planes, drop_path=next(rates)) for _ in range(1, depth)]
         return nn.Sequential(*blocks), outplanes
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
 
     @property
     def stages(self) -> list[nn.Sequential]:

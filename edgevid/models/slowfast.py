@@ -34,9 +34,10 @@ from edgevid.models.i3d import (
     make_stage,
     time_conv,
 )
+from edgevid.models.init import init_weights
 from edgevid.models.layers import linear_drop_path_rates
 from edgevid.models.registry import register_model
-from edgevid.models.video_resnet import check_stage_values, init_resnet_weights
+from edgevid.models.video_resnet import check_stage_values
 
 SLOW_TEMPORAL_KERNELS = ((1,), (1,), (3,), (3,))
 FAST_TEMPORAL_KERNELS = ((3,), (3,), (3,), (3,))
@@ -75,6 +76,8 @@ class SlowFast(VideoModel):
         drop_path: stochastic-depth rate reached by the last block of each pathway.
     """
 
+    classifier_std = 0.01  # what init_weights gives every linear layer
+
     def __init__(self, block: ResBlock3d = Bottleneck3d, layers: Sequence[int] = (3, 4, 6, 3),
                  num_classes: int = 400, head: str = "clip", alpha: int = 8, beta_inv: int = 8,
                  fusion_ratio: int = 2, fusion_kernel: int = 5,
@@ -109,7 +112,7 @@ class SlowFast(VideoModel):
             slow_width, fast_width = planes * block.expansion, planes // beta_inv * block.expansion
         self.num_features = slow_width + fast_width
         self.head = VideoHead(self.num_features, num_classes, head, dropout=dropout)
-        init_resnet_weights(self)
+        init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         slow, fast = self.slow_stem(x[:, :, :: self.alpha]), self.fast_stem(x)

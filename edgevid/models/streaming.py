@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgevid.models.base import VideoModel, _exporting
-from edgevid.models.layers import CausalConv3d
+from edgevid.models.layers import CausalConv3d, TemporalLayer
 from edgevid.models.tsm import TemporalShift
 from edgevid.models.x3d import CumulativeTemporalMean, GlobalMean
 
@@ -253,8 +253,8 @@ def check_streamable(model: nn.Module) -> None:
         detail = None
         if isinstance(module, nn.Conv3d) and not isinstance(module, CausalConv3d) and module.kernel_size[0] > 1:
             detail = f"{path} is a non-causal temporal conv (kernel {tuple(module.kernel_size)})"
-        elif isinstance(module, TemporalShift) and module.mode != "online":
-            detail = f"{path} shifts in {module.mode!r} mode (future frames); build TSM with shift_mode='online'"
+        elif isinstance(module, TemporalLayer) and module.streaming_issue():
+            detail = f"{path} {module.streaming_issue()}"
         elif isinstance(module, GlobalMean):
             detail = f"{path} pools over the whole clip (squeeze-excitation of a non-causal X3D)"
         elif isinstance(module, (nn.MaxPool3d, nn.AvgPool3d)) and _as_tuple(module.kernel_size)[0] > 1:
@@ -281,7 +281,7 @@ def input_rates(model: VideoModel) -> tuple[dict[str, int], int]:
     hooks = []
     for path, module in [*_stream_targets(model), ("", model.head)]:
         def record(mod, args, path=path):
-            seen[path] = args[1] if isinstance(mod, TemporalShift) else args[0].shape[2]
+            seen[path] = mod.input_frames(args) if isinstance(mod, TemporalLayer) else args[0].shape[2]
         hooks.append(module.register_forward_pre_hook(record))
     tensors = {name: torch.empty_like(t, device="meta")
                for name, t in [*model.named_parameters(), *model.named_buffers()]}

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgevid.models.base import IMAGENET_MEAN, IMAGENET_STD, VideoHead, VideoModel
+from edgevid.models.init import init_linear
+from edgevid.models.layers import ChannelwiseOp, TemporalLayer
 from edgevid.models.mobilenetv2 import MobileNetV2
 from edgevid.models.registry import register_model
 from edgevid.models.resnet2d import resnet2d
@@ -21,7 +23,7 @@ from edgevid.models.resnet2d import resnet2d
 SHIFT_MODES = ("bidirectional", "online")
 
 
-class TemporalShift(nn.Module):
+class TemporalShift(TemporalLayer, ChannelwiseOp):
     """Shift channels along time on a [N*T, C, H, W] tensor; frames at the clip ends are zero-filled.
 
     ``bidirectional`` (as mit-han-lab's TSM): channels ``[0, C/fold_div)`` of frame t come from frame t+1,
@@ -61,6 +63,14 @@ class TemporalShift(nn.Module):
         """Frame t takes frame t+1's values; the last frame gets zeros."""
         return F.pad(part[:, 1:], (0, 0, 0, 0, 0, 0, 0, 1))
 
+    def streaming_issue(self) -> str | None:
+        if self.mode == "online":
+            return None
+        return f"shifts in {self.mode!r} mode (future frames); build TSM with shift_mode='online'"
+
+    def input_frames(self, args: tuple) -> int:
+        return args[1]  # forward(x [N*T, C, H, W], frames)
+
     def extra_repr(self) -> str:
         return f"fold_div={self.fold_div}, mode={self.mode!r}"
 
@@ -72,6 +82,8 @@ class TSM(VideoModel):
     hook) and ``num_features``.
     """
 
+    classifier_std = 0.001  # the TSM authors' init of the new fc
+
     def __init__(self, backbone: nn.Module, num_classes: int, head: str = "clip", shift_mode: str = "bidirectional",
                  fold_div: int = 8, dropout: float = 0.5) -> None:
         super().__init__()
@@ -80,8 +92,7 @@ class TSM(VideoModel):
             block.temporal = TemporalShift(fold_div, shift_mode)
         self.num_features = backbone.num_features
         self.head = VideoHead(self.num_features, num_classes, head, dropout=dropout)
-        nn.init.normal_(self.head.fc.weight, 0, 0.001)
-        nn.init.zeros_(self.head.fc.bias)
+        init_linear(self.head.fc, self.classifier_std)
 
     @property
     def shift_mode(self) -> str:

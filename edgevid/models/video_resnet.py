@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from edgevid.models.base import VideoHead, VideoModel
+from edgevid.models.init import init_weights
 from edgevid.models.layers import DropPath, conv3d, linear_drop_path_rates
 from edgevid.models.registry import register_model
 
@@ -124,21 +125,6 @@ def r2plus1d_stem(causal: bool = False) -> nn.Sequential:
     )
 
 
-def init_resnet_weights(model: nn.Module) -> None:
-    """Kaiming-normal (fan_out) convs, unit BN, N(0, 0.01) linear layers: the torchvision initialisation."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv3d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm3d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.zeros_(m.bias)
-
-
 def check_stage_values(name: str, values: Sequence, count: int = 4) -> tuple:
     values = tuple(values)
     if len(values) != count or any(int(v) != v or v < 1 for v in values):
@@ -159,6 +145,8 @@ class VideoResNet(VideoModel):
         dropout: before the classifier.
         drop_path: stochastic-depth rate, growing linearly over the blocks up to this value.
     """
+
+    classifier_std = 0.01  # what init_weights gives every linear layer
 
     def __init__(self, block: type[BasicBlock | Bottleneck], conv_makers: Sequence[ConvMaker],
                  layers: Sequence[int], stem: Callable[[bool], nn.Module], num_classes: int = 400,
@@ -182,7 +170,7 @@ class VideoResNet(VideoModel):
             self.add_module(f"layer{index + 1}", nn.Sequential(*stage))
         self.num_features = cin
         self.head = VideoHead(cin, num_classes, head, dropout=dropout)
-        init_resnet_weights(self)
+        init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)

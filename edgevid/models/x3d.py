@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from edgevid.models.base import VideoHead, VideoModel
+from edgevid.models.init import init_weights
 from edgevid.models.layers import DropPath, conv3d, linear_drop_path_rates
 from edgevid.models.registry import register_model
 
@@ -145,6 +146,8 @@ class X3D(VideoModel):
     stage 1's first block, 24->24 with stride 2): pytorchvideo's X3D has none there, PySlowFast and MMAction2 do.
     """
 
+    classifier_std = 0.01  # what init_weights gives every linear layer
+
     def __init__(self, cfg: X3DConfig, num_classes: int = 400, head: str = "clip", causal: bool = False,
                  drop_path: float = 0.0, dropout: float = 0.5, same_width_shortcut_bn: bool = True) -> None:
         super().__init__()
@@ -164,18 +167,7 @@ class X3D(VideoModel):
 
     def _init_weights(self) -> None:
         """pytorchvideo's "resnet" init: MSRA fan-out convs, unit BN except a zero last BN in each block."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv3d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm3d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        init_weights(self)
         for m in self.modules():
             if isinstance(m, X3DBlock):
                 nn.init.zeros_(m.bn_c.weight)

@@ -1,13 +1,20 @@
-"""The Predictor interface every backend implements, and :func:`load` which picks the backend for an artifact."""
+"""The Predictor interface every backend implements, and :func:`load` which picks the backend for an artifact.
+
+One contract for clip and streaming models: every artifact loads as a :class:`Predictor` (``predict(clips)``,
+``preprocess``, ``warmup``); a streaming one (:attr:`Predictor.streaming`, :mod:`edgevid.runtime.streaming`) also
+takes one frame at a time with ``step(frame)`` and starts a new stream with ``reset()``.
+"""
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from edgevid.data.transforms import eval_transform
 from edgevid.errors import EdgevidError
 from edgevid.meta import ArtifactMeta
 
@@ -16,10 +23,12 @@ class Predictor(ABC):
     """Runs one artifact. Input: normalised float32 clips [B, 3, T, H, W]; output: the head's scores as numpy.
 
     ``preprocess`` turns raw uint8 RGB frames [T, H, W, 3] into one normalised clip [3, T, size, size] using
-    the artifact's metadata, so every backend sees the same input.
+    the artifact's metadata, so every backend sees the same input. ``streaming`` says whether ``step``/``reset``
+    run (one frame at a time, states kept between calls); a clip model's ``step`` is an error.
     """
 
     backend: str = ""
+    streaming: bool = False
 
     def __init__(self, meta: ArtifactMeta, path: Path, device: str, precision: str | None = None) -> None:
         self.meta = meta
@@ -39,9 +48,8 @@ class Predictor(ABC):
         return (3, self.meta.frames, self.meta.size, self.meta.size)
 
     def preprocess(self, frames) -> np.ndarray:
+        """uint8 RGB frames [T, H, W, 3] -> normalised float32 [3, T, S, S]."""
         if self._transform is None:
-            from edgevid.data.transforms import eval_transform
-
             self._transform = eval_transform(self.meta.size, self.meta.mean, self.meta.std)
         clip = self._transform(frames)
         return np.ascontiguousarray(clip.numpy() if hasattr(clip, "numpy") else clip, dtype=np.float32)
@@ -70,6 +78,15 @@ class Predictor(ABC):
     def _run(self, clips: np.ndarray) -> np.ndarray:
         """Backend inference on a checked, contiguous float32 batch."""
 
+    def step(self, frame) -> np.ndarray:
+        """One frame of a stream (streaming predictors only)."""
+        raise EdgevidError(f"{self.path}: {self.meta.model} is a clip model and has no step(); stream a causal "
+                           "checkpoint (--streaming) or a streaming export (`edgevid export CHECKPOINT --streaming`)")
+
+    def reset(self) -> None:
+        """Start a new stream (a clip model keeps no state between calls: nothing to do)."""
+        return None
+
     def warmup(self, iterations: int = 3, batch: int = 1) -> float:
         """Run a few zero batches; returns the mean seconds per run."""
         dummy = np.zeros((batch, *self.input_shape), dtype=np.float32)
@@ -84,6 +101,7 @@ class Predictor(ABC):
 
 
 _BACKENDS: dict[str, type[Predictor]] = {}
+_STREAMING: dict[str, Callable[[Predictor], Predictor]] = {}
 
 
 def register_backend(*suffixes: str):
@@ -95,6 +113,11 @@ def register_backend(*suffixes: str):
         return cls
 
     return decorate
+
+
+def register_streaming(backend: str, wrap: Callable[[Predictor], Predictor]) -> None:
+    """How ``backend`` runs a streaming export: ``wrap(graph_predictor) -> streaming predictor``."""
+    _STREAMING[backend] = wrap
 
 
 def backend_for(path: Path) -> type[Predictor]:
@@ -109,7 +132,8 @@ def backend_for(path: Path) -> type[Predictor]:
 
 def load(artifact: str | Path, device: str = "cpu", threads: int | None = None,
          precision: str | None = None) -> Predictor:
-    """Load any edgevid artifact (checkpoint/run dir, .onnx, OpenVINO .xml, TensorRT .engine) as a Predictor.
+    """Load any edgevid artifact (checkpoint/run dir, .onnx, OpenVINO .xml, TensorRT .engine) as a Predictor; a
+    streaming export loads as its backend's streaming predictor (``predictor.streaming``, ``step``).
 
     ``precision`` (``fp32``, ``bf16``, ...) runs it in another precision than its own where the backend can (an
     FP32 checkpoint or IR in BF16); a combination it cannot run is an error, never a silent run in another one.
@@ -117,4 +141,9 @@ def load(artifact: str | Path, device: str = "cpu", threads: int | None = None,
     path = Path(artifact)
     if not path.exists():
         raise EdgevidError(f"{path}: no such artifact")
-    return backend_for(path).open(path, device=device, threads=threads, precision=precision)
+    predictor = backend_for(path).open(path, device=device, threads=threads, precision=precision)
+    if predictor.meta.stream is None:
+        return predictor
+    if predictor.backend not in _STREAMING:
+        raise EdgevidError(f"{path}: the {predictor.backend} backend cannot run a streaming export")
+    return _STREAMING[predictor.backend](predictor)

@@ -30,12 +30,12 @@ import cv2
 import numpy as np
 
 from edgevid.errors import EdgevidError
-from edgevid.formats import is_checkpoint
 from edgevid.meta import ArtifactMeta
-from edgevid.runtime.base import Predictor
+from edgevid.runtime.base import Predictor, load
 from edgevid.runtime.buffer import EveryK, FrameRing, window_stride
 from edgevid.runtime.metrics import LatencyStats, LiveReport, MemoryMonitor, log_line
 from edgevid.runtime.sources import Frame, LatestFrameGrabber, Source, open_source
+from edgevid.runtime.streaming import load_streaming
 from edgevid.utils.atomic import atomic_path
 from edgevid.utils.console import err_console
 from edgevid.utils.machine import cpu_features
@@ -390,15 +390,8 @@ def open_model(model: str | Path | Predictor, options: LiveOptions):
     """A Predictor (sliding window) or a StreamingPredictor (``--streaming`` or a streaming export)."""
     if not isinstance(model, (str, Path)):
         return model
-    from edgevid.meta import read_meta
-
-    checkpoint = is_checkpoint(model)
-    if options.streaming or (not checkpoint and read_meta(model).streaming):
-        from edgevid.runtime.streaming import load_streaming
-
+    if options.streaming:
         return load_streaming(model, device=options.device, threads=options.threads, precision=options.precision)
-    from edgevid.runtime import load
-
     return load(model, device=options.device, threads=options.threads, precision=options.precision)
 
 
@@ -425,7 +418,7 @@ class StreamState:
             "(pass --fps to state the source's rate)")
         self.stride = window_stride(meta.frames, meta.sampling_stride, meta.fps, self.window_fps, meta.clip_seconds)
         self.window_seconds = meta.frames * self.stride / self.window_fps  # PyTorchVideo's clip_seconds convention
-        if hasattr(model, "step"):
+        if model.streaming:
             model.reset()
             self.runner: ClipRunner | StreamRunner = StreamRunner(model, self.stride)
         else:
@@ -510,7 +503,7 @@ class LiveLoop:
         self.meta: ArtifactMeta = model.meta
         self.execution: str = model.execution  # what the backend computes in, read back once
         self.options = options
-        self.streaming = hasattr(model, "step")
+        self.streaming = model.streaming
         self.notify = threading.Event()
         self.streams = [StreamState(i, model, source, options, self.notify) for i, source in enumerate(sources)]
         for stream, display in zip(self.streams, displays or [], strict=False):
@@ -763,9 +756,9 @@ def run_live(model: str | Path | Predictor, source: str | int | Path | Source | 
     if options.streaming and len(specs) > 1:
         raise EdgevidError(MULTI_STREAMING)
     loaded = open_model(model, options)
-    if options.streaming and not hasattr(loaded, "step"):
+    if options.streaming and not loaded.streaming:
         raise EdgevidError(f"{model}: --streaming needs a streaming predictor (a checkpoint or a streaming export)")
-    if hasattr(loaded, "step"):
+    if loaded.streaming:
         if len(specs) > 1:
             raise EdgevidError(MULTI_STREAMING)
         horizon = loaded.meta.frames if options.horizon is None else options.horizon

@@ -22,16 +22,17 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from edgevid.errors import EdgevidError
-from edgevid.formats import is_checkpoint
+from edgevid.formats import FORMATS, is_checkpoint
 from edgevid.meta import ArtifactMeta
-from edgevid.runtime.base import Predictor
+from edgevid.models.streaming import to_streaming
+from edgevid.runtime.base import Predictor, load, register_streaming
 from edgevid.runtime.openvino_backend import compile_model, execution_precision
 from edgevid.runtime.torch_backend import TorchPredictor, torch_execution, torch_inference
 
@@ -45,32 +46,24 @@ def next_name(state: str) -> str:
     return f"next.{state}"
 
 
-class StreamingPredictor(ABC):
-    """One stream of frames through a streaming model. Input: normalised frames [B, 3, 1, S, S] (or [3, 1, S, S]);
-    :meth:`preprocess` makes them from raw uint8 RGB frames like :meth:`Predictor.preprocess`."""
+class StreamingPredictor(Predictor):
+    """One stream of frames through a streaming model: a :class:`Predictor` whose :meth:`step` takes normalised
+    frames [B, 3, 1, S, S] (or [3, 1, S, S]) and keeps the states between calls; :meth:`predict` streams whole clips
+    (a new stream per call, the logits after their last frame). :meth:`preprocess` is the one of every Predictor."""
 
-    backend: str = ""
+    streaming = True
 
     def __init__(self, meta: ArtifactMeta, path: Path, device: str, kinds: list[str],
                  horizon: int | None = None, precision: str | None = None) -> None:
-        self.meta = meta
-        self.path = path
-        self.device = device
-        self.precision = precision or meta.precision
+        super().__init__(meta, path, device, precision)
         self.kinds = kinds
         self.horizon = horizon
         self._states: list | None = None
         self._batch = 0
-        self._transform = None
 
     @property
     def horizon(self) -> int | None:
         return self._horizon
-
-    @property
-    def execution(self) -> str:
-        """The precision the backend computes in (see :attr:`Predictor.execution`)."""
-        return self.precision
 
     @horizon.setter
     def horizon(self, value: int | None) -> None:
@@ -78,14 +71,16 @@ class StreamingPredictor(ABC):
             raise EdgevidError(f"streaming horizon must be >= 1 step (or None for the cumulative mean), got {value}")
         self._horizon = value
 
-    def preprocess(self, frames) -> np.ndarray:
-        """uint8 RGB frames [T, H, W, 3] -> normalised float32 [3, T, S, S]."""
-        if self._transform is None:
-            from edgevid.data.transforms import eval_transform
+    def _accepts_frames(self, frames: int) -> bool:
+        return frames >= 1
 
-            self._transform = eval_transform(self.meta.size, self.meta.mean, self.meta.std)
-        clip = self._transform(frames)
-        return np.ascontiguousarray(clip.numpy() if hasattr(clip, "numpy") else clip, dtype=np.float32)
+    def _run(self, clips: np.ndarray) -> np.ndarray:
+        """A new stream per batch of clips, fed frame by frame; the logits after the last frame."""
+        self.reset()
+        for t in range(clips.shape[2]):
+            logits = self.step(clips[:, :, t:t + 1])
+        self.reset()
+        return logits
 
     def check_frame(self, frame) -> np.ndarray:
         frame = np.asarray(frame.numpy() if hasattr(frame, "numpy") else frame, dtype=np.float32)
@@ -112,9 +107,9 @@ class StreamingPredictor(ABC):
         logits, self._states = self._step(frame, self._states)
         return np.asarray(logits, dtype=np.float32)
 
-    def warmup(self, iterations: int = 3) -> float:
+    def warmup(self, iterations: int = 3, batch: int = 1) -> float:
         """Run a few zero frames, then reset; returns the mean seconds per step."""
-        zeros = np.zeros((1, 3, 1, self.meta.size, self.meta.size), dtype=np.float32)
+        zeros = np.zeros((batch, 3, 1, self.meta.size, self.meta.size), dtype=np.float32)
         start = time.perf_counter()
         for _ in range(iterations):
             self.step(zeros)
@@ -134,11 +129,6 @@ class StreamingPredictor(ABC):
     def _step(self, frame: np.ndarray, states: list) -> tuple[np.ndarray, list]:
         """One step of the backend: logits and new states."""
 
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self.path}, model={self.meta.model}, device={self.device}, "
-                f"precision={self.precision})")
-
-
 class TorchStreamingPredictor(StreamingPredictor):
     """The streaming form of a causal PyTorch model; states stay torch tensors on the model's device."""
 
@@ -156,8 +146,6 @@ class TorchStreamingPredictor(StreamingPredictor):
     @classmethod
     def from_model(cls, model, meta: ArtifactMeta, path: Path, device: str = "cpu",
                    horizon: int | None = None, precision: str | None = None) -> TorchStreamingPredictor:
-        from edgevid.models.streaming import to_streaming
-
         try:
             streaming = to_streaming(model)
         except ValueError as exc:
@@ -185,6 +173,8 @@ class GraphStreamingPredictor(StreamingPredictor):
     are numpy arrays fed as named inputs and read back from the named outputs."""
 
     def __init__(self, predictor: Predictor, horizon: int | None = None) -> None:
+        if isinstance(predictor, GraphStreamingPredictor):  # load() already wrapped it: use its graph predictor
+            predictor = predictor.predictor
         stream = predictor.meta.stream
         if not predictor.meta.streaming or stream is None:
             raise EdgevidError(f"{predictor.path}: not a streaming export (export it with "
@@ -355,9 +345,7 @@ class OpenVINOStreamingPredictor(GraphStreamingPredictor):
 def load_streaming(artifact: str | Path, device: str = "cpu", threads: int | None = None,
                    horizon: int | None = None, precision: str | None = None) -> StreamingPredictor:
     """A streaming predictor for a causal checkpoint (converted on load) or a streaming export, in ``precision``
-    (default: the artifact's own; see :func:`edgevid.runtime.load`)."""
-    from edgevid.runtime.base import load
-
+    (default: the artifact's own; see :func:`edgevid.runtime.load`, which loads streaming exports the same way)."""
     path = Path(artifact)
     if not path.exists():
         raise EdgevidError(f"{path}: no such artifact")
@@ -365,6 +353,13 @@ def load_streaming(artifact: str | Path, device: str = "cpu", threads: int | Non
         return TorchStreamingPredictor.open(path, device=device, threads=threads, horizon=horizon,
                                             precision=precision)
     predictor = load(path, device=device, threads=threads, precision=precision)
-    if predictor.backend == "openvino":
-        return OpenVINOStreamingPredictor(predictor, horizon)
-    return GraphStreamingPredictor(predictor, horizon)
+    if not predictor.streaming:
+        raise EdgevidError(f"{path}: not a streaming export (export it with `edgevid export CHECKPOINT --streaming`)")
+    predictor.horizon = horizon
+    return predictor
+
+
+for _fmt in FORMATS.values():
+    if _fmt.target != "torch":
+        register_streaming(_fmt.backend, OpenVINOStreamingPredictor if _fmt.target == "openvino"
+                           else GraphStreamingPredictor)

@@ -22,6 +22,7 @@ import numpy as np
 from edgevid.data import build_dataset, build_loader
 from edgevid.data.datasets import distinct_skips
 from edgevid.errors import EdgevidError
+from edgevid.runtime import load
 from edgevid.train.metrics import (
     confusion_matrix,
     mean_average_precision,
@@ -109,7 +110,6 @@ def evaluate(artifact: str | Path, data: str | Path, split: str = "val", views: 
 
     With ``out``, writes ``eval.json`` and ``confusion.png`` there.
     """
-    from edgevid.runtime import load
 
     if batch < 1:
         raise EdgevidError(f"--batch: expected a positive batch size, got {batch}")

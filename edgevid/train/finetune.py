@@ -11,8 +11,8 @@ from torch import nn
 from edgevid.checkpoint import Checkpoint
 from edgevid.errors import EdgevidError
 from edgevid.models import get_spec
+from edgevid.models.base import VideoModel
 
-HEAD_PREFIX = "head.fc."
 FREEZE_MODES = ("none", "bn", "backbone")
 
 
@@ -22,27 +22,28 @@ def check_init_model(ckpt: Checkpoint, model: str, source: str | Path) -> None:
         raise EdgevidError(f"{source}: model.init is a {ckpt.meta.model} checkpoint but the recipe trains {model}")
 
 
-def load_init_weights(model: nn.Module, ckpt: Checkpoint, classes: Sequence[str], source: str | Path) -> str:
+def load_init_weights(model: VideoModel, ckpt: Checkpoint, classes: Sequence[str], source: str | Path) -> str:
     """Load ``ckpt``'s weights into ``model`` (built for ``classes``); returns a one-line report.
 
     Same classes: everything is loaded. Classes that are all among the checkpoint's: the classifier keeps their
-    rows. Otherwise the classifier (``head.fc``) keeps the model's fresh initialisation and every other tensor is
-    loaded. Any other missing or mismatching tensor is an error listing them.
+    rows. Otherwise the classifier (``model.get_classifier()``) keeps the model's fresh initialisation and every
+    other tensor is loaded. Any other missing or mismatching tensor is an error listing them.
     """
     state = dict(ckpt.state_dict)
+    prefix = model.classifier_name() + "."
     old = list(ckpt.meta.classes)
     target = model.state_dict()
     if list(classes) == old:
         how = "all weights loaded (same classes)"
-    elif set(classes) <= set(old) and HEAD_PREFIX + "weight" in state:
+    elif set(classes) <= set(old) and prefix + "weight" in state:
         rows = torch.tensor([old.index(c) for c in classes])
         for name in ("weight", "bias"):
-            if HEAD_PREFIX + name in state:
-                state[HEAD_PREFIX + name] = state[HEAD_PREFIX + name][rows]
+            if prefix + name in state:
+                state[prefix + name] = state[prefix + name][rows]
         how = f"classifier rows of {len(classes)} of its {len(old)} classes kept"
     else:
         for name in list(state):
-            if name.startswith(HEAD_PREFIX):
+            if name.startswith(prefix):
                 state.pop(name)
                 state[name] = target[name]
         how = (f"new classifier for the dataset's {len(classes)} classes (the checkpoint's {len(old)} classes "

@@ -9,6 +9,7 @@ import numpy as np
 from edgevid.data import ClipDataset, VideoSample
 from edgevid.data.decode import VIDEO_EXTENSIONS
 from edgevid.errors import EdgevidError
+from edgevid.runtime import load
 from edgevid.train.metrics import softmax
 
 
@@ -24,7 +25,6 @@ def predict_video(artifact: str | Path, video: str | Path, topk: int = 5, views:
     sampling mode, mean/std; ``views`` clips x crops with softmax averaged over them). Frame and dense heads are
     averaged over their positions.
     """
-    from edgevid.runtime import load
 
     if topk < 1:
         raise EdgevidError(f"--topk: expected a positive number, got {topk}")

@@ -20,6 +20,7 @@ import yaml
 
 from edgevid.data import AugmentConfig
 from edgevid.errors import EdgevidError
+from edgevid.models import get_spec
 from edgevid.utils.safeyaml import YamlRefusedError, load_yaml_file, load_yaml_text
 
 
@@ -152,7 +153,6 @@ class Recipe:
 
     def resolved(self) -> Recipe:
         """A copy with the model spec's defaults filled in for every ``None`` in ``data``."""
-        from edgevid.models import get_spec
 
         try:
             _check_sampling(self.data)
@@ -335,8 +335,6 @@ def parse_recipe(data: Any, source: str, overrides: tuple[str, ...] | list[str] 
 
 
 def _check_model(recipe: Recipe) -> None:
-    from edgevid.models import get_spec
-
     try:
         get_spec(recipe.model.name)
     except ValueError as exc:
