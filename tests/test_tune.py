@@ -212,8 +212,9 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
 @pytest.mark.slow
 def test_ctrl_c_then_the_same_command_continues_the_study(dataset, tmp_path):
     out = tmp_path / "tune"
-    args = _cli("--data", str(dataset), "--budget", "5m", "--trial-budget", "1s", "--out", str(out), "--trials", "3",
-                "train.epochs=40")
+    # every trial stops at its 5 s budget (far from its 100+ epochs): trial 1 is stopped by Ctrl-C well before that
+    args = _cli("--data", str(dataset), "--budget", "5m", "--trial-budget", "5s", "--out", str(out), "--trials", "3",
+                "train.epochs=200")
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     _wait_for(out / "trials" / "0001" / "metrics.jsonl", proc)  # trial 0 is done, trial 1 has run one epoch
     proc.send_signal(signal.SIGINT)
