@@ -356,7 +356,7 @@ def read_meta(artifact: str | Path) -> ArtifactMeta:
 
 
 def _read_onnx_meta(path: Path) -> ArtifactMeta:
-    import onnx
+    import onnx  # onnx: optional, loaded only where an ONNX graph is read or edited
 
     try:
         model = onnx.load(str(path), load_external_data=False)

@@ -15,6 +15,9 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
 from edgevid.bench.formats import TARGETS, Format, FormatBuilder, FormatUnavailable, artifact_format
 from edgevid.bench.report import FORMAT_NAMES, BenchResult, BenchRow
 from edgevid.bench.worker import WorkerSpec
@@ -102,10 +105,6 @@ def parse_list(text: str | None) -> list[str]:
 def model_gmacs(meta: ArtifactMeta, streaming: bool = False) -> float | None:
     """GMACs of one clip (one frame step with ``streaming``) of the model ``meta`` describes; None when the
     architecture cannot be rebuilt. Counted by PyTorch's FlopCounterMode (2 FLOPs per MAC)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-
     try:
         model = build_model(meta).eval()
         if not streaming:

@@ -52,9 +52,9 @@ class WorkerSpec:
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MB."""
     try:
-        import resource
+        import resource  # resource: POSIX only
     except ImportError:
-        import psutil
+        import psutil  # psutil: only where the standard library has no answer
 
         return psutil.Process().memory_info().peak_wset / MB
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

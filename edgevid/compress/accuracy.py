@@ -85,7 +85,7 @@ class ValidationSet:
 
 def ort_predict(model: Path | bytes, threads: int | None = None) -> PredictFn:
     """A predict function over an ONNX file (or serialised model) in ONNX Runtime (CPU, all graph optimisations)."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # onnxruntime: optional backend, loaded only when an ONNX model runs
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

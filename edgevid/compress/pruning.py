@@ -80,7 +80,7 @@ def _without_channelwise_ops(model: nn.Module) -> Iterator[None]:
 
 
 def _importance(kind: str):
-    import torch_pruning as tp
+    import torch_pruning as tp  # torch_pruning: loaded only when pruning
 
     if kind == "l2":
         return tp.importance.GroupMagnitudeImportance(p=2)
@@ -99,7 +99,7 @@ def prune_channels(model: nn.Module, example: torch.Tensor, channel_ratio: float
                    global_pruning: bool = False, round_to: int = 1) -> nn.Module:
     """Remove ``channel_ratio`` of the channels of every prunable group of ``model`` (in place); channel counts
     left are multiples of ``round_to`` (1: any)."""
-    import torch_pruning as tp
+    import torch_pruning as tp  # torch_pruning: loaded only when pruning
 
     model.eval()
     with _without_channelwise_ops(model):

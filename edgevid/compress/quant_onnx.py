@@ -69,6 +69,7 @@ class OnnxQuantScheme:
 
 def _feed_reader(feeds: Callable[[], Iterator[dict[str, np.ndarray]]]):
     """An ORT ``CalibrationDataReader`` over a factory of input feeds."""
+    # onnxruntime: optional backend, loaded only when an ONNX model runs
     from onnxruntime.quantization import CalibrationDataReader
 
     class FeedReader(CalibrationDataReader):
@@ -97,6 +98,7 @@ class OnnxQuantizer:
 
     def __init__(self, fp32_onnx: Path, feeds: Callable[[], Iterator[dict[str, np.ndarray]]],
                  scheme: OnnxQuantScheme, workdir: Path) -> None:
+        # onnxruntime: optional backend, loaded only when an ONNX model runs
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         self.scheme = scheme
@@ -120,7 +122,7 @@ class OnnxQuantizer:
         a graph input or output that only these layers touch, which is dropped; unlike ``quantize``, an inner
         activation that only these layers read keeps its Q/DQ pair. A serialised model for ONNX Runtime.
         """
-        import onnx
+        import onnx  # onnx: optional, loaded only where an ONNX graph is read or edited
 
         if self._full_int8 is None:
             self.quantize(self.prepared.with_name("int8-full.onnx"))
@@ -142,7 +144,7 @@ class OnnxQuantizer:
         return model.SerializeToString()
 
     def _fp32_graph(self) -> onnx.GraphProto:
-        import onnx
+        import onnx  # onnx: optional, loaded only where an ONNX graph is read or edited
 
         if self._prepared_graph is None:
             self._prepared_graph = onnx.load(str(self.prepared)).graph
@@ -150,6 +152,7 @@ class OnnxQuantizer:
 
     def quantize(self, out: Path, exclude: Sequence[str] = ()) -> Path:
         """Write the QDQ model to ``out`` with the nodes in ``exclude`` kept in float."""
+        # onnxruntime: optional backend, loaded only when an ONNX model runs
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
         scheme = self.scheme
@@ -215,8 +218,8 @@ def qdq_summary(path: Path) -> dict:
     "output_channel_axes": {...}, "weighted_float": [...], "weighted_int8": [...]}``; the output-channel axis of
     a per-channel weight is 0 for convolutions and the last axis for a MatMul's [K, N] weight.
     """
-    import onnx
-    from onnx import numpy_helper
+    import onnx  # onnx: optional, loaded only where an ONNX graph is read or edited
+    from onnx import numpy_helper  # onnx: optional, loaded only where an ONNX graph is read or edited
 
     graph = onnx.load(str(path)).graph
     constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}

@@ -27,6 +27,7 @@ def _advanced_parameters(method: str) -> Any:
     Global min/max is the default rather than NNCF's own (means of per-sample ranges, which clip the tails): on the
     synth-trained X3D-XS, NNCF's default agreed with FP32 on 79% of val clips, global min/max on 93%.
     """
+    # nncf: optional, loaded only for OpenVINO INT8
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
@@ -38,7 +39,7 @@ def _advanced_parameters(method: str) -> Any:
 
 def openvino_model(source: Path) -> Any:
     """An ``openvino.Model`` from an FP32 OpenVINO IR (.xml) or an ONNX file (converted as the exporter does)."""
-    import openvino as ov
+    import openvino as ov  # openvino: optional backend, loaded only when an IR is read or compiled
 
 
     if source.suffix.lower() == ".xml":
@@ -52,7 +53,7 @@ def openvino_model(source: Path) -> Any:
 def quantize_openvino(model: Any, calibration: Sequence[np.ndarray], *, method: str = "minmax",
                       ignored_layers: Sequence[str] = ()) -> Any:
     """NNCF post-training quantization (per-channel symmetric int8 weights, int8 activations)."""
-    import nncf
+    import nncf  # nncf: optional, loaded only for OpenVINO INT8
 
     quantized = nncf.quantize(
         model, nncf.Dataset(list(calibration)), subset_size=len(calibration),
@@ -71,7 +72,7 @@ def quantize_openvino_with_accuracy_control(
     until the top-1 drop on ``validation`` (clip, label) pairs is at most ``max_drop`` points. Layers are ranked
     on :data:`RANKING_CLIPS` of the validation clips (each ranking step re-compiles and re-runs the model); at most
     :data:`MAX_RESTORE_STEPS` rounds of reverting layers."""
-    import nncf
+    import nncf  # nncf: optional, loaded only for OpenVINO INT8
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
     def validate(compiled_model: Any, items: Iterable[tuple[np.ndarray, int]]) -> tuple[float, list[float]]:
@@ -146,7 +147,7 @@ def requantize_after_layout_ops(model: Any) -> int:
     (TSM's temporal shift: slices, zero padding, concat, reshape). The values are already on that grid (zero
     included), so the copy changes no result, but OpenVINO's CPU plugin runs a conv in INT8 only when a
     FakeQuantize feeds it: without it, the first conv of every TSM block ran in FP32. Returns the copies made."""
-    import openvino as ov
+    import openvino as ov  # openvino: optional backend, loaded only when an IR is read or compiled
 
     added = 0
     for op in model.get_ordered_ops():

@@ -97,7 +97,7 @@ def check_target(target: str) -> None:
 
 
 def _has_qdq_nodes(path: Path) -> bool:
-    import onnx
+    import onnx  # onnx: optional, loaded only where an ONNX graph is read or edited
 
     graph = onnx.load(str(path), load_external_data=False).graph
     return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in graph.node)
@@ -171,7 +171,7 @@ class _Outcome:
 def _quantize_onnx_target(target: str, fp32_onnx: Path, clips: list[np.ndarray], work: Path, *, method: str,
                           symmetric_activations: bool, valset: ValidationSet | None, max_drop: float,
                           threads: int | None, show_progress: bool) -> _Outcome:
-    import onnx
+    import onnx  # onnx: optional, loaded only where an ONNX graph is read or edited
 
 
     scheme = OnnxQuantScheme.for_target(target, method, symmetric_activations)
@@ -216,7 +216,7 @@ def _check_trt_qdq(summary: dict, path: Path) -> None:
 def _quantize_openvino_target(source: Path, fp32_onnx: Path | None, meta: ArtifactMeta, clips: list[np.ndarray],
                               work: Path, *, method: str, valset: ValidationSet | None, max_drop: float,
                               threads: int | None) -> _Outcome:
-    import openvino as ov
+    import openvino as ov  # openvino: optional backend, loaded only when an IR is read or compiled
 
 
     fp32_source = fp32_onnx if fp32_onnx is not None else source
@@ -257,13 +257,13 @@ def _quantize_openvino_target(source: Path, fp32_onnx: Path | None, meta: Artifa
 def _write_output(target: str, outcome: _Outcome, meta: ArtifactMeta, path: Path) -> None:
     """Write the INT8 model with its metadata to ``path`` (a temporary name of :func:`quantize`'s atomic move)."""
     if target == "openvino":
-        import openvino as ov
+        import openvino as ov  # openvino: optional backend, loaded only when an IR is read or compiled
 
 
         write_openvino_meta(outcome.int8_model, meta)
         ov.save_model(outcome.int8_model, str(path), compress_to_fp16=False)
         return
-    import onnx
+    import onnx  # onnx: optional, loaded only where an ONNX graph is read or edited
 
 
     finalize_onnx(onnx.load(str(outcome.int8_path)), meta, path)

@@ -49,7 +49,7 @@ class OpenVINOExporter(Exporter):
     description = "OpenVINO IR for Intel CPUs, GPUs and NPUs"
 
     def export(self, source: Source, out: Path) -> ExportResult:
-        import openvino as ov
+        import openvino as ov  # openvino: optional backend, loaded only when an IR is read or compiled
 
 
         precision = self.options.precision

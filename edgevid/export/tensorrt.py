@@ -130,7 +130,7 @@ def shape_ranges(meta: ArtifactMeta, batch_max: int) -> ShapeRanges:
 
 def onnx_input_shapes(onnx_path: Path) -> dict[str, Shape]:
     """Shapes of the ONNX graph inputs (initializers excluded), -1 for dynamic axes."""
-    import onnx
+    import onnx  # onnx: optional, loaded only where an ONNX graph is read or edited
 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
     initializers = {init.name for init in graph.initializer}
@@ -247,7 +247,7 @@ class TensorRTExporter(Exporter):
                                f"{self.options.precision} engine here (it needs a {plan.onnx_precision} ONNX)")
         if source.meta.precision == plan.onnx_precision:
             return source.path, source.meta, None
-        import onnx
+        import onnx  # onnx: optional, loaded only where an ONNX graph is read or edited
 
         meta = source.meta.replace(precision="fp16")
         with atomic_path(path, suffix=".onnx") as tmp:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from edgevid.models.base import KINETICS_MEAN, KINETICS_STD, VideoModel, check_head_kind
 
@@ -79,8 +80,6 @@ def count_macs(model: torch.nn.Module, frames: int, size: int | tuple[int, int],
 
     Runs a copy of the model on the meta device: no compute, and the caller's weights are untouched.
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
     h, w = (size, size) if isinstance(size, int) else size
     meta_model = copy.deepcopy(model).to("meta").eval()
     counter = FlopCounterMode(display=False)

@@ -55,7 +55,7 @@ class LatencyStats:
 
 def rss_mb() -> float:
     """Resident set size of this process in MB."""
-    import psutil
+    import psutil  # psutil: only where the standard library has no answer
 
     return psutil.Process().memory_info().rss / MB
 
@@ -86,7 +86,7 @@ class AcceleratorMemory:
         self.peak_mb: float | None = None
         self._nvml_handles: list = []
         if torch_allocator and device.startswith("cuda") and self._torch_cuda_ready():
-            import torch
+            import torch  # torch: heavy, loaded only where a model or CUDA is asked about
 
             torch.cuda.reset_peak_memory_stats()
             self.source = "torch.cuda"
@@ -98,13 +98,13 @@ class AcceleratorMemory:
 
     @staticmethod
     def _torch_cuda_ready() -> bool:
-        import torch
+        import torch  # torch: heavy, loaded only where a model or CUDA is asked about
 
         return torch.cuda.is_available() and torch.cuda.is_initialized()
 
     def _init_nvml(self) -> bool:
         try:
-            import pynvml
+            import pynvml  # pynvml: optional, NVIDIA GPUs only
 
             pynvml.nvmlInit()
             self._nvml_handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
@@ -114,11 +114,11 @@ class AcceleratorMemory:
 
     def _current_mb(self) -> float | None:
         if self.source == "torch.cuda":
-            import torch
+            import torch  # torch: heavy, loaded only where a model or CUDA is asked about
 
             return torch.cuda.max_memory_allocated() / MB
         if self.source == "nvml":
-            import pynvml
+            import pynvml  # pynvml: optional, NVIDIA GPUs only
 
             pid = os.getpid()
             used = 0

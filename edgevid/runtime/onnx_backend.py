@@ -16,6 +16,7 @@ from edgevid.utils.logs import ort_log_severity
 
 def ort_errors() -> tuple[type[Exception], ...]:
     """The exception types ONNX Runtime raises (they do not share a base class besides Exception)."""
+    # onnxruntime: optional backend, loaded only when an ONNX model runs
     from onnxruntime.capi import onnxruntime_pybind11_state as state
 
     names = ("Fail", "InvalidArgument", "NoSuchFile", "NoModel", "EngineError", "RuntimeException",
@@ -58,7 +59,7 @@ class OnnxRuntimePredictor(Predictor):
     @classmethod
     def open(cls, path: Path, device: str = "cpu", threads: int | None = None,
              precision: str | None = None) -> OnnxRuntimePredictor:
-        import onnxruntime as ort
+        import onnxruntime as ort  # onnxruntime: optional backend, loaded only when an ONNX model runs
 
         path = Path(path)
         meta = read_meta(path)

@@ -140,7 +140,7 @@ class OpenVINOPredictor(Predictor):
 
     def request_for(self, shapes: dict[str, tuple[int, ...]]):
         """An infer request of the model compiled for these static input shapes (compiled on first use)."""
-        import openvino as ov
+        import openvino as ov  # openvino: optional backend, loaded only when an IR is read or compiled
 
         key = tuple(sorted(shapes.items()))
         if key in self._compiled:

@@ -174,6 +174,7 @@ class LiveCollector:
         return []
 
     def collect(self):
+        # prometheus_client: loaded only when metrics are served
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         state = self.status()
@@ -240,7 +241,7 @@ class LiveServer:
 
     def __init__(self, bind: str, status: Callable[[], dict], hub: FrameHub, token: str | None = None,
                  title: str = "edgevid live", warn: Callable[[str], None] | None = None) -> None:
-        from prometheus_client import CollectorRegistry
+        from prometheus_client import CollectorRegistry  # prometheus_client: loaded only when metrics are served
 
         self.host, self.port = parse_bind(bind)
         self.status = status
@@ -345,6 +346,7 @@ def _handler_for(server: LiveServer) -> type[BaseHTTPRequestHandler]:
             elif route == "/status":
                 self._send(200, json.dumps(server.status()).encode(), "application/json")
             elif route == "/metrics":
+                # prometheus_client: loaded only when metrics are served
                 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
                 self._send(200, generate_latest(server.registry), CONTENT_TYPE_LATEST)

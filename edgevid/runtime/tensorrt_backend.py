@@ -22,7 +22,7 @@ from edgevid.runtime.base import Predictor, register_backend
 def tensorrt_module() -> tuple[Any | None, str]:
     """``(tensorrt, "")`` when the real TensorRT Python package can be used, else ``(None, why not)``."""
     try:
-        import tensorrt as trt
+        import tensorrt as trt  # tensorrt: optional, needs a CUDA GPU
     except (ImportError, OSError) as exc:
         return None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'no module'}"
     if not hasattr(trt, "Builder"):
@@ -43,7 +43,7 @@ def tensorrt_major(trt: Any) -> int:
 
 
 def _torch_dtypes(trt: Any) -> dict:
-    import torch
+    import torch  # torch: heavy, loaded only where a model or CUDA is asked about
 
     pairs = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT8": torch.int8,
              "INT32": torch.int32, "INT64": torch.int64, "BOOL": torch.bool, "UINT8": torch.uint8}
@@ -67,7 +67,7 @@ class TensorRTPredictor(Predictor):
     @classmethod
     def open(cls, path: Path, device: str = "cuda", threads: int | None = None,
              precision: str | None = None) -> TensorRTPredictor:
-        import torch
+        import torch  # torch: heavy, loaded only where a model or CUDA is asked about
 
         path = Path(path)
         meta = read_meta(path)
@@ -99,7 +99,7 @@ class TensorRTPredictor(Predictor):
     def run_named(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the engine on named host arrays, one per engine input (a streaming engine's frame and states):
         every input's shape is set and every tensor bound by name; outputs by name, copied back to the host."""
-        import torch
+        import torch  # torch: heavy, loaded only where a model or CUDA is asked about
 
         if set(feeds) != set(self.input_names):
             raise EdgevidError(f"{self.path}: the engine takes inputs {', '.join(self.input_names)}; got "

@@ -14,7 +14,7 @@ from edgevid.utils.plotting import pyplot, save_figure
 def plot_curves(rows: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
     """Loss and accuracy against epoch from the per-epoch metric rows (train and val)."""
     plt = pyplot()
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # matplotlib: heavy, loaded only when a plot is drawn
 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     for ax, series in ((ax_loss, (("train_loss", "train"), ("val_loss", "val"))),

@@ -50,7 +50,7 @@ def train_hint(run_dir: Path, data: Path, device: str = "cpu") -> Callable[[], s
 
 
 def _committed_epoch(run_dir: Path) -> int:
-    import torch
+    import torch  # torch: heavy, loaded only where a model or CUDA is asked about
 
     best = 0
     for name in ("last.pt", "best.pt"):

@@ -126,7 +126,7 @@ def jetson_power_mode() -> str | None:
 
 def gpu_name() -> str | None:
     try:
-        import torch
+        import torch  # torch: heavy, loaded only where a model or CUDA is asked about
     except ImportError:
         return None
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
@@ -134,7 +134,7 @@ def gpu_name() -> str | None:
 
 def machine_info() -> dict[str, Any]:
     """What the numbers were measured on: CPU, cores, RAM, OS, load, library versions, GPU/Jetson when present."""
-    import psutil
+    import psutil  # psutil: only where the standard library has no answer
 
     info: dict[str, Any] = {
         "machine": machine_name(),

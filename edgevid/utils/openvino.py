@@ -14,6 +14,6 @@ def openvino_core() -> Any:
     models and then training with DataLoader workers killed the process with SIGSEGV when the workers shut down
     (OpenVINO 2026.4, reproduced with two X3D-XS predictors).
     """
-    import openvino as ov
+    import openvino as ov  # openvino: optional backend, loaded only when an IR is read or compiled
 
     return ov.Core()

@@ -10,10 +10,10 @@ from edgevid.utils.atomic import atomic_path
 
 def pyplot() -> Any:
     """``matplotlib.pyplot`` on the Agg backend (no GUI needed)."""
-    import matplotlib
+    import matplotlib  # matplotlib: heavy, loaded only when a plot is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # matplotlib: heavy, loaded only when a plot is drawn
 
     return plt
 
