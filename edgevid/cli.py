@@ -310,6 +310,9 @@ def export_cmd(
     workspace_mb: int = typer.Option(1024, "--workspace-mb", help="TensorRT builder workspace limit (MiB)."),
     streaming: bool = typer.Option(False, "--streaming", help="Export the streaming form of a causal model (one "
                                                               "frame in, states as inputs/outputs; onnx/openvino)."),
+    onnx_exporter: str = typer.Option("dynamo", "--onnx-exporter", help="torch.onnx exporter of the ONNX graph: "
+                                      "dynamo (falls back to torchscript, with a warning, when it fails) or "
+                                      "torchscript."),
 ) -> None:
     """Export a trained model to ONNX, OpenVINO IR or a TensorRT engine.
 
@@ -326,7 +329,7 @@ def export_cmd(
         with console.status(f"exporting {artifact} to {target} {precision}, then checking parity"):
             result = export(artifact, target, precision, out, streaming=streaming, calib=calib, onnx_only=onnx_only,
                             batch_max=batch_max, data=data, tolerance=tolerance, trt_version=trt_version,
-                            workspace_mb=workspace_mb)
+                            workspace_mb=workspace_mb, onnx_exporter=onnx_exporter)
     except TensorRTUnavailableError as exc:
         _print_export(exc.result)
         raise

@@ -11,6 +11,7 @@ from edgevid.checkpoint import save_checkpoint
 from edgevid.cli import main
 from edgevid.errors import EdgevidError
 from edgevid.export import export, export_onnx_module, list_targets
+from edgevid.export.base import ONNX_OPSET
 from edgevid.meta import ArtifactMeta, read_meta
 from edgevid.models import create_model
 from edgevid.runtime import load
@@ -83,9 +84,9 @@ def test_fp16_exports_are_smaller_and_close(tiny):
 
 def test_export_onnx_module_low_level(tmp_path):
     module = create_model("tiny3d", num_classes=3, width=4)
-    path = export_onnx_module(module, (torch.randn(1, 3, 4, 32, 32),), tmp_path / "raw.onnx", input_names=["clip"],
+    path = export_onnx_module(module, (torch.randn(2, 3, 4, 32, 32),), tmp_path / "raw.onnx", input_names=["clip"],
                               output_names=["logits"], dynamic_axes={"clip": {0: "batch"}}, meta=_meta())
-    assert read_meta(path) == _meta()
+    assert read_meta(path) == _meta(extra={"exporter": "torch.onnx/dynamo", "opset": ONNX_OPSET})
     assert _dims(path)[0] == ["batch", 3, 4, 32, 32]
     with pytest.raises(EdgevidError, match="opset"):
         export_onnx_module(module, (torch.randn(1, 3, 4, 32, 32),), tmp_path / "old.onnx", input_names=["clip"],

@@ -178,9 +178,10 @@ def test_streaming_graph_parity_steps_both_graphs_and_catches_a_difference(strea
     parity = streaming_graph_parity(source, OnnxRuntimePredictor.open(stream_onnx), options, "same")
     assert parity.passed and parity.max_abs_diff < 1e-5 and parity.clips == 2
     graph = onnx.load(str(stream_onnx))
-    bias = next(init for init in graph.graph.initializer if list(init.dims) == [3])  # the classifier's bias
-    shifted = onnx.numpy_helper.to_array(bias) + np.array([0.5, 0, 0], np.float32)
-    bias.CopyFrom(onnx.numpy_helper.from_array(shifted, bias.name))
+    classifier = next(n for n in graph.graph.node if "logits" in n.output)  # logits += [0.5, 0, 0] after it
+    classifier.output[list(classifier.output).index("logits")] = "logits_before"
+    graph.graph.initializer.append(onnx.numpy_helper.from_array(np.array([0.5, 0, 0], np.float32), "shift"))
+    graph.graph.node.append(onnx.helper.make_node("Add", ["logits_before", "shift"], ["logits"]))
     onnx.save(graph, str(tmp_path / "changed.onnx"))
     with pytest.raises(EdgevidError, match="changed: streaming parity check failed"):
         streaming_graph_parity(source, OnnxRuntimePredictor.open(tmp_path / "changed.onnx"), options, "changed")

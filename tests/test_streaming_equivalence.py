@@ -57,6 +57,7 @@ def _meta(model: str, arch: dict, frames: int = 5) -> ArtifactMeta:
 def _streaming_export(model, meta: ArtifactMeta, directory: Path, target: str) -> Path:
     """The streaming ONNX of ``model``, or that ONNX converted to an OpenVINO IR (FP32) with the same metadata."""
     out_meta = streaming_onnx(to_streaming(model), meta, directory / "stream.onnx")
+    assert out_meta.extra["exporter"] == "torch.onnx/dynamo"  # no fallback to the TorchScript exporter
     if target == "onnx":
         return directory / "stream.onnx"
     import openvino as ov
@@ -241,6 +242,7 @@ def test_tsm_streaming_export_onnx_runtime_and_live(tmp_path, capsys):
                            _meta("tiny3d", {"width": 4}))
     with pytest.raises(EdgevidError, match="causal: true"):
         run_live(tiny, video, LiveOptions(streaming=True))
+
 
 @pytest.mark.parametrize("target", ["onnx", "openvino"])
 def test_load_returns_one_predictor_contract_for_clip_and_streaming_artifacts(tmp_path, target):

@@ -26,7 +26,8 @@ def export(artifact: str | Path, target: str = "onnx", precision: str = "fp32", 
     ``streaming`` exports the one-frame-per-step form of a causal model (:mod:`edgevid.export.streaming`).
     """
     if streaming:
-        return export_streaming(artifact, target, out, precision, threads=options.get("threads"))
+        return export_streaming(artifact, target, out, precision, threads=options.get("threads"),
+                                onnx_exporter=options.get("onnx_exporter", "dynamo"))
     exporter_cls, opts = export_request(target, precision, options)
     source = open_source(artifact, opts.threads)
     if precision == "int8" and source.meta.precision != "int8":

@@ -30,6 +30,23 @@ from edgevid.utils.atomic import temp_prefix
 
 SOURCE_SUFFIXES = (*CHECKPOINT_SUFFIXES, *FORMATS["onnx"].suffixes)
 
+# The opset every ONNX export writes by default: the lowest the dynamo exporter (onnxscript's torchlib) writes
+# without converting down, and one that ONNX Runtime, OpenVINO and TensorRT 10 read. Lower opsets down to
+# MIN_ONNX_OPSET can be asked for (the dynamo exporter then converts its graph down).
+ONNX_OPSET = 18
+MIN_ONNX_OPSET = 17
+# torch.onnx's exporters: "dynamo" (torch.export, the default; falls back to "torchscript" with a warning when it
+# fails for a model) or "torchscript" (the deprecated tracer, asked for explicitly).
+ONNX_EXPORTERS = ("dynamo", "torchscript")
+
+
+def check_onnx_options(opset: int, onnx_exporter: str) -> None:
+    """An error naming the option when ``opset`` or ``onnx_exporter`` is not one edgevid exports with."""
+    if opset < MIN_ONNX_OPSET:
+        raise EdgevidError(f"ONNX opset must be >= {MIN_ONNX_OPSET}, got {opset}")
+    if onnx_exporter not in ONNX_EXPORTERS:
+        raise EdgevidError(f"--onnx-exporter must be {' or '.join(ONNX_EXPORTERS)}, got {onnx_exporter!r}")
+
 
 @dataclass
 class ExportOptions:
@@ -40,7 +57,8 @@ class ExportOptions:
     data: Path | None = None
     tolerance: float | None = None
     parity_clips: int = 4
-    opset: int = 17
+    opset: int = ONNX_OPSET
+    onnx_exporter: str = "dynamo"
     dynamic_time: bool | None = None
     onnx_only: bool = False
     workspace_mb: int = 1024
@@ -60,8 +78,7 @@ class ExportOptions:
             raise EdgevidError(f"--trt-version must be 10 or 11, got {self.trt_version}")
         if self.workspace_mb < 1:
             raise EdgevidError(f"--workspace-mb must be >= 1, got {self.workspace_mb}")
-        if self.opset < 17:
-            raise EdgevidError(f"ONNX opset must be >= 17, got {self.opset}")
+        check_onnx_options(self.opset, self.onnx_exporter)
         if self.data is not None:
             self.data = Path(self.data)
             if not self.data.exists():

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from edgevid.errors import EdgevidError
-from edgevid.export.base import ExportResult, Parity, atomic_files
+from edgevid.export.base import ONNX_OPSET, ExportResult, Parity, atomic_files, check_onnx_options
 from edgevid.export.onnx import export_onnx_module
 from edgevid.formats import FORMATS, STREAMING_TARGETS, is_checkpoint
-from edgevid.meta import ArtifactMeta, InputSpec, StateSpec, StreamSpec, write_openvino_meta
+from edgevid.meta import ArtifactMeta, InputSpec, StateSpec, StreamSpec, read_meta, write_openvino_meta
 from edgevid.models.streaming import StreamingGraph
 from edgevid.precision import get_precision
 from edgevid.runtime.onnx_backend import OnnxRuntimePredictor
@@ -46,28 +46,30 @@ def streaming_layout(streaming_model, meta: ArtifactMeta) -> list[dict[str, Any]
              "shifted_from": spec.shifted_from} for spec, shape in zip(streaming_model.specs, shapes, strict=True)]
 
 
-def streaming_onnx(streaming_model, meta: ArtifactMeta, path: Path, opset: int = 17) -> ArtifactMeta:
+def streaming_onnx(streaming_model, meta: ArtifactMeta, path: Path, opset: int = ONNX_OPSET,
+                   exporter: str = "dynamo") -> ArtifactMeta:
     """Export ``(frame, *states) -> (logits, *computed new states)`` (:class:`StreamingGraph`) to ONNX with a
-    dynamic batch; returns its metadata."""
+    dynamic batch (with ``exporter``: dynamo, or torchscript); returns its metadata."""
     layout = streaming_layout(streaming_model, meta)
     names = [s["name"] for s in layout]
     computed = [s.name for s in streaming_model.computed_states]
     out_meta = meta.replace(streaming=True, head="clip", precision="fp32",
                             input=InputSpec(name=FRAME_INPUT, output=LOGITS_OUTPUT, dynamic_batch=True),
                             stream=StreamSpec(FRAME_INPUT, LOGITS_OUTPUT, [StateSpec(**s) for s in layout]),
-                            extra={**meta.extra, "opset": opset, "exporter": "torch.onnx/torchscript"})
+                            extra=meta.extra)
     dynamic_axes = {FRAME_INPUT: {0: "batch"}, LOGITS_OUTPUT: {0: "batch"}}
     for state in layout:
         if state["kind"] != "step":
             dynamic_axes[state["name"]] = {0: "batch"}
             if state["name"] in computed:
                 dynamic_axes[next_name(state["name"])] = {0: "batch"}
-    frame = torch.randn(1, 3, 1, meta.size, meta.size)
-    example = (frame, *streaming_model.initial_states(1, meta.size))
+    # batch 2: torch.export would fix an axis whose example size is 1
+    frame = torch.randn(2, 3, 1, meta.size, meta.size)
+    example = (frame, *streaming_model.initial_states(2, meta.size))
     export_onnx_module(StreamingGraph(streaming_model), example, path, input_names=[FRAME_INPUT, *names],
                        output_names=[LOGITS_OUTPUT, *(next_name(n) for n in computed)], dynamic_axes=dynamic_axes,
-                       meta=out_meta, opset=opset)
-    return out_meta
+                       meta=out_meta, opset=opset, exporter=exporter)
+    return read_meta(path)
 
 
 def streaming_parity(reference_model, candidate: StreamingPredictor, meta: ArtifactMeta, tolerance: float,
@@ -99,9 +101,12 @@ def streaming_parity(reference_model, candidate: StreamingPredictor, meta: Artif
 
 
 def export_streaming(artifact: str | Path, target: str = "onnx", out: str | Path | None = None,
-                     precision: str = "fp32", threads: int | None = None, opset: int = 17) -> ExportResult:
+                     precision: str = "fp32", threads: int | None = None, opset: int = ONNX_OPSET,
+                     onnx_exporter: str = "dynamo") -> ExportResult:
     """Export a causal checkpoint's streaming form to ONNX or OpenVINO IR, checked frame by frame against the
-    causal model on the whole clip (through the exported file's own runtime). Returns an ``ExportResult``."""
+    causal model on the whole clip (through the exported file's own runtime), the ONNX graph written by
+    ``onnx_exporter`` (dynamo, or torchscript). Returns an ``ExportResult``."""
+    check_onnx_options(opset, onnx_exporter)
     if target not in STREAMING_TARGETS:
         raise EdgevidError(f"--streaming exports to {' or '.join(STREAMING_TARGETS)}, not {target!r} (build a "
                            "TensorRT engine from the streaming ONNX)")
@@ -124,7 +129,7 @@ def export_streaming(artifact: str | Path, target: str = "onnx", out: str | Path
     reference = clip_predictor.model
     if target == "onnx":
         with atomic_path(out_path, suffix=".onnx") as tmp:
-            out_meta = streaming_onnx(torch_stream.model, meta, tmp, opset)
+            out_meta = streaming_onnx(torch_stream.model, meta, tmp, opset, onnx_exporter)
             candidate = GraphStreamingPredictor(OnnxRuntimePredictor.open(tmp, threads=threads))
             parity = streaming_parity(reference, candidate, meta, tolerance)
         return ExportResult("onnx", precision, out_path, out_meta, parity, onnx_path=out_path,
@@ -134,7 +139,8 @@ def export_streaming(artifact: str | Path, target: str = "onnx", out: str | Path
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out_path.name}.onnx-", dir=out_path.parent) as work:
         onnx_path = Path(work) / f"{meta.model}.stream.onnx"
-        out_meta = streaming_onnx(torch_stream.model, meta, onnx_path, opset).replace(precision=precision)
+        out_meta = streaming_onnx(torch_stream.model, meta, onnx_path, opset, onnx_exporter)
+        out_meta = out_meta.replace(precision=precision)
         model = ov.convert_model(str(onnx_path))
     write_openvino_meta(model, out_meta)
     with atomic_files(*FORMATS["openvino"].files(out_path)) as (xml, _):
