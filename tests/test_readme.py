@@ -3,8 +3,9 @@
 Each command is taken from the README's code blocks (continuation lines joined, ``$ `` prompts and trailing
 ``# ...`` comments dropped), then changed by :data:`SUBSTITUTIONS` (tiny data, one epoch, short timing loops) or
 skipped for the reason :data:`SKIPS` gives (camera, network, GPU/TensorRT, or a long end-to-end run that another
-test covers). A README command that matches neither runs as written. The README's quoted ``edgevid models``
-output is checked by ``tools/readme_outputs.py --check``.
+test covers). A README command that matches neither runs as written. A quoted ``$ edgevid ...`` followed by an
+``error: ...`` line must exit 1 with that line. The README's quoted ``edgevid models`` output is checked by
+``tools/readme_outputs.py --check``.
 """
 
 from __future__ import annotations
@@ -54,15 +55,16 @@ SKIPS: list[tuple[str, str]] = [
     (r"--storage postgresql", "needs a PostgreSQL server"),
     (r"X3D_XS\.pyth|x3d_xs_k400\.pt|x3d_xs_finetune", "needs the published Kinetics-400 weights (network); "
                                                      "tests/test_import_weights.py covers import"),
-    (r"optim\.lr=fast|nowhere\.mp4", "an error example: the README quotes its one-line error"),
     (r"^edgevid (eval|calib build|quantize|export|bench) runs/mine", "the tour ran it on the same tiny data and run"),
 ]
 
 
-def readme_commands(text: str) -> list[str]:
-    """Every command of the fenced code blocks of ``text``: lines starting ``edgevid`` in ``bash`` blocks, lines
-    starting ``$ edgevid`` in others (where the rest is quoted output); continuation lines joined."""
-    commands = []
+def readme_examples(text: str) -> list[tuple[str, str | None]]:
+    """Every command of the fenced code blocks of ``text`` (lines starting ``edgevid`` in ``bash`` blocks, lines
+    starting ``$ edgevid`` in others, where the rest is quoted output; continuation lines joined), each with the
+    ``error: ...`` line quoted right after it, if any (the command is then expected to fail with exit 1 and that
+    line)."""
+    examples: list[tuple[str, str | None]] = []
     for lang, body in re.findall(r"^[ \t]*```(\w*)\n(.*?)^[ \t]*```", text, re.S | re.M):
         prompt = "" if lang in ("bash", "sh", "shell") else "$ "
         lines = body.splitlines()
@@ -73,9 +75,15 @@ def readme_commands(text: str) -> list[str]:
                 i += 1
                 line = line[:-1].rstrip() + " " + lines[i].strip()
             if line.startswith(prompt + "edgevid ") or line == prompt + "edgevid":
-                commands.append(re.sub(r"\s+#.*$", "", line.removeprefix(prompt)).strip())
+                following = lines[i + 1].strip() if prompt and i + 1 < len(lines) else ""
+                examples.append((re.sub(r"\s+#.*$", "", line.removeprefix(prompt)).strip(),
+                                 following if following.startswith("error: ") else None))
             i += 1
-    return commands
+    return examples
+
+
+def readme_commands(text: str) -> list[str]:
+    return [command for command, _ in readme_examples(text)]
 
 
 def skip_reason(command: str) -> str | None:
@@ -106,8 +114,8 @@ def test_every_readme_command_is_run_or_skipped_for_a_stated_reason():
 def test_readme_commands_exit_0(tmp_path, monkeypatch, capsys, one_thread):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COLUMNS", "200")
-    timings, failures = [], []
-    for command in readme_commands(README.read_text(encoding="utf-8")):
+    timings, failures, errors = [], [], 0
+    for command, error in readme_examples(README.read_text(encoding="utf-8")):
         if skip_reason(command):
             continue
         run = tiny(command)
@@ -115,12 +123,17 @@ def test_readme_commands_exit_0(tmp_path, monkeypatch, capsys, one_thread):
         code = main(_argv(run))
         out = capsys.readouterr()
         timings.append((time.perf_counter() - start, run))
-        if code != 0:
+        printed = " ".join(out.err.split())
+        if error is not None:  # an error example: exit 1 and the quoted line, word for word
+            errors += 1
+            if code != 1 or error not in printed:
+                failures.append(f"README: `{command}`\nquotes: {error}\nexit {code}, printed: {printed[-800:]}")
+        elif code != 0:
             failures.append(f"README: `{command}`\nran as: `{run}`\nexit {code}\n{out.out[-800:]}\n{out.err[-800:]}")
     with capsys.disabled():
         print("\n".join(f"{s:6.1f}s  {c}" for s, c in sorted(timings, reverse=True)[:10]))
     assert not failures, "\n\n".join(failures)
-    assert len(timings) >= 20
+    assert len(timings) >= 20 and errors >= 2
 
 
 def test_quoted_outputs_are_current():

@@ -27,6 +27,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import torch
 
 from edgevid.errors import EdgevidError
@@ -43,6 +45,7 @@ from edgevid.export.base import (
 from edgevid.formats import FORMATS
 from edgevid.meta import ArtifactMeta, InputSpec, read_meta, write_onnx_meta
 from edgevid.precision import PRECISIONS
+from edgevid.runtime.onnx_backend import OnnxRuntimePredictor
 from edgevid.utils.atomic import atomic_path
 from edgevid.utils.console import err_console
 
@@ -69,7 +72,7 @@ def export_onnx_module(module: torch.nn.Module, example_inputs: tuple, path: str
                                  dynamic_axes=dynamic_axes, opset=opset, exporter=exporter, label=meta.model,
                                  may_fix=may_fix)
         if simplify:
-            import onnxslim
+            import onnxslim  # onnxslim: a few hundred ms to import, only when a graph is written
 
             model = onnxslim.slim(model)
         written_opset = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
@@ -173,8 +176,6 @@ def _fixed_axes(model, dynamic_axes: dict[str, dict[int, str]]) -> list[tuple[st
 
 def _check_graph(module, example_inputs, model, input_names) -> None:
     """Raise when ONNX Runtime's outputs of ``model`` on ``example_inputs`` differ from PyTorch's."""
-    import onnxruntime as ort
-
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.log_severity_level = 3
@@ -192,8 +193,6 @@ def _check_graph(module, example_inputs, model, input_names) -> None:
 
 
 def _torchscript_graph(module, example_inputs, input_names, output_names, dynamic_axes, opset):
-    import onnx
-
     buffer = io.BytesIO()
     with _quiet_exporter(), torch.no_grad():
         torch.onnx.export(module, example_inputs, buffer, input_names=list(input_names),
@@ -204,8 +203,6 @@ def _torchscript_graph(module, example_inputs, input_names, output_names, dynami
 
 def finalize_onnx(model, meta: ArtifactMeta, path: Path) -> None:
     """Store ``meta`` in an in-memory ONNX model, check it and save it to ``path``."""
-    import onnx
-
     write_onnx_meta(model, meta)
     try:
         onnx.checker.check_model(model, full_check=True)
@@ -216,7 +213,7 @@ def finalize_onnx(model, meta: ArtifactMeta, path: Path) -> None:
 
 def to_fp16(model):
     """FP16 weights and compute with FP32 inputs/outputs (Cast nodes at the boundary)."""
-    from onnxconverter_common import float16
+    from onnxconverter_common import float16  # onnxconverter_common: only for FP16 exports
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # one warning per weight clipped to the FP16 range
@@ -237,8 +234,6 @@ def _dynamic_axes(meta: ArtifactMeta, dynamic_time: bool) -> dict[str, dict[int,
 
 def _time_axis_works(model: torch.nn.Module, path: Path, meta: ArtifactMeta) -> bool:
     """Whether the graph at ``path``, exported with a dynamic T, matches PyTorch at 2T."""
-    import onnxruntime as ort
-
     clip = torch.randn(1, 3, 2 * meta.frames, meta.size, meta.size)
     try:
         with torch.no_grad():
@@ -254,8 +249,6 @@ def _time_axis_works(model: torch.nn.Module, path: Path, meta: ArtifactMeta) -> 
 
 def _time_axis_fixed(path: Path) -> bool:
     """Whether the time axis of the clip input of the graph at ``path`` has a fixed size."""
-    import onnx
-
     dim = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[2]
     return dim.HasField("dim_value")
 
@@ -281,15 +274,11 @@ def model_to_onnx(model: torch.nn.Module, meta: ArtifactMeta, path: Path, option
     if options.dynamic_time is None:
         static_meta = out_meta.replace(input=dataclasses.replace(spec, dynamic_time=False))
         if _time_axis_fixed(path):  # torch.export specialised T (Dim.AUTO): the graph is already the static one
-            import onnx
-
             finalize_onnx(onnx.load(str(path)), static_meta, path)
             out_meta = static_meta
         elif not _time_axis_works(model, path, meta):
             out_meta = write(static_meta)
     if options.precision == "fp16":
-        import onnx
-
         out_meta = out_meta.replace(precision="fp16")
         finalize_onnx(to_fp16(onnx.load(str(path))), out_meta, path)
     return out_meta
@@ -306,8 +295,6 @@ class OnnxExporter(Exporter):
     description = f"ONNX (opset {ONNX_OPSET}) for ONNX Runtime and TensorRT"
 
     def export(self, source: Source, out: Path) -> ExportResult:
-        from edgevid.runtime.onnx_backend import OnnxRuntimePredictor
-
         model = source.torch_model(self.target)
         with atomic_path(out, suffix=".onnx") as tmp:
             meta = model_to_onnx(model, source.meta, tmp, self.options)
