@@ -202,8 +202,12 @@ def _torchscript_graph(module, example_inputs, input_names, output_names, dynami
 
 
 def finalize_onnx(model, meta: ArtifactMeta, path: Path) -> None:
-    """Store ``meta`` in an in-memory ONNX model, check it and save it to ``path``."""
+    """Store ``meta`` in an in-memory ONNX model, check it and save it to ``path`` (one file: a graph over
+    protobuf's 2 GiB limit, which would need external data, is refused by name; the zoo's largest is C3D, 0.3 GiB)."""
     write_onnx_meta(model, meta)
+    if model.ByteSize() >= 2**31:
+        raise EdgevidError(f"{path}: the ONNX graph of {meta.model} is {model.ByteSize() / 2**30:.1f} GiB, over "
+                           "protobuf's 2 GiB limit for one file; edgevid writes single-file ONNX (no external data)")
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
