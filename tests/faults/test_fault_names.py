@@ -4,7 +4,7 @@ and never points into the temporary folder it was measured in."""
 from pathlib import Path
 from types import SimpleNamespace
 
-import edgevid.export
+import edgevid.compress.pruning
 from edgevid.checkpoint import save_checkpoint
 from edgevid.compress.pruning import compare_models, print_prune_report
 from edgevid.errors import EdgevidError
@@ -36,7 +36,7 @@ def test_prune_report_status_is_whole_and_names_no_temporary_folder(tmp_path, mo
     def failing_export(checkpoint, target, out, **kwargs):
         raise EdgevidError(f"{out.parent / ('.' + out.name + '.tmp-123')}: {reason.strip()}")
 
-    monkeypatch.setattr(edgevid.export, "export", failing_export)
+    monkeypatch.setattr(edgevid.compress.pruning, "export", failing_export)
     work = tmp_path / ".prune-report-x"
     work.mkdir()
     rows = compare_models(before, after, backends=("torch", "onnxruntime"), iters=1, work=work)

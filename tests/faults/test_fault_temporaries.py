@@ -2,6 +2,7 @@
 process left there (never what a running one is writing), and an interrupted quantize never leaves an artifact
 without its report."""
 
+import importlib
 import json
 import os
 import subprocess
@@ -16,6 +17,8 @@ from edgevid.compress.calibration import Preprocessing, build_manifest
 from edgevid.compress.quantize import quantize
 from edgevid.meta import read_meta
 from edgevid.utils.atomic import atomic_path
+
+QUANTIZE = importlib.import_module("edgevid.compress.quantize")  # the package exports a function of that name
 
 
 def _dead_pid() -> int:
@@ -99,9 +102,9 @@ def test_interrupted_quantize_never_leaves_an_artifact_without_its_report(setup,
         return real_replace(src, dst)
 
     if stop == "benchmark":
-        monkeypatch.setattr("edgevid.compress.report.benchmark_artifacts", interrupt)
+        monkeypatch.setattr(QUANTIZE, "benchmark_artifacts", interrupt)
     elif stop == "report":
-        monkeypatch.setattr("edgevid.compress.report.write_report", interrupt)
+        monkeypatch.setattr(QUANTIZE, "write_report", interrupt)
     else:
         monkeypatch.setattr(os, "replace", replace)
     with pytest.raises(KeyboardInterrupt):
