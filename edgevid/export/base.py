@@ -21,6 +21,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from edgevid.data.decode import VIDEO_EXTENSIONS, probe, read_clip
 from edgevid.errors import EdgevidError
 from edgevid.formats import CHECKPOINT_SUFFIXES, FORMATS, artifact_stem
 from edgevid.meta import ArtifactMeta, artifact_size_mb
@@ -232,8 +233,6 @@ def parity_clips(source: Source, count: int, data: Path | None = None, seed: int
 
 
 def _video_clips(source: Source, data: Path, count: int) -> np.ndarray:
-    from edgevid.data.decode import VIDEO_EXTENSIONS, probe, read_clip
-
     videos = [data] if data.is_file() else sorted(p for p in data.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
     if not videos:
         raise EdgevidError(f"--data {data}: no video files found for the parity check")

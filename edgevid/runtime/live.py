@@ -33,11 +33,13 @@ from edgevid.errors import EdgevidError
 from edgevid.meta import ArtifactMeta
 from edgevid.runtime.base import Predictor, load
 from edgevid.runtime.buffer import EveryK, FrameRing, window_stride
+from edgevid.runtime.events import EventHub
 from edgevid.runtime.metrics import LatencyStats, LiveReport, MemoryMonitor, log_line
+from edgevid.runtime.serve import FrameHub, LiveServer, parse_bind
 from edgevid.runtime.sources import Frame, LatestFrameGrabber, Source, open_source
 from edgevid.runtime.streaming import load_streaming
 from edgevid.utils.atomic import atomic_path
-from edgevid.utils.console import err_console
+from edgevid.utils.console import console, err_console
 from edgevid.utils.machine import cpu_features
 
 SMOOTHING = ("ema", "vote", "none")
@@ -113,8 +115,6 @@ class LiveOptions:
         if self.webhook_queue < 1:
             raise EdgevidError(f"--webhook-queue must be >= 1, got {self.webhook_queue}")
         if self.serve is not None:
-            from edgevid.runtime.serve import parse_bind
-
             parse_bind(self.serve)
         elif self.token:
             raise EdgevidError("--token protects the web view: it goes with --serve [HOST:]PORT")
@@ -666,8 +666,6 @@ class LiveLoop:
         return {key: sum(r[key] for r in rates if r[key]) or None for key in ("capture", "processed", "inference")}
 
     def log(self) -> None:
-        from edgevid.utils.console import console
-
         self.last_log = time.perf_counter()
         elapsed = self.last_log - self.start
         t = self.totals()
@@ -772,15 +770,11 @@ def run_live(model: str | Path | Predictor, source: str | int | Path | Source | 
     try:
         if options.show:
             displays = [Display(title if len(sources) == 1 else f"{title} [{i}]") for i in range(len(sources))]
-        from edgevid.runtime.events import EventHub
 
         events = EventHub.from_options(options.events, options.webhook, [s.name for s in sources],
                                        options.events_every, options.webhook_queue, options.webhook_timeout)
         hub = None
         if options.serve is not None:
-            from edgevid.runtime.serve import FrameHub, LiveServer
-            from edgevid.utils.console import console
-
             hub = FrameHub(len(sources), _render, max_fps=options.serve_fps)
         loop = LiveLoop(loaded, sources, options, displays, hub=hub, events=events, on_label=on_label)
         for stream in loop.streams:
