@@ -119,9 +119,16 @@ def step_clips_per_s(recipe: Recipe, data: Path, steps: int) -> float:
     return clips.shape[0] / statistics.median(times[1:])
 
 
-def run_recipe(name: str, data: Path, runs: Path, budget_s: float, overrides: list[str]) -> dict[str, Any]:
-    """Train one recipe under the time budget; returns its result row and per-epoch history."""
-    recipe = load_recipe(RECIPES / f"{name}.yaml", overrides).resolved()
+def recipe_path(recipe: str | Path) -> Path:
+    """A recipe given by name (``recipes/<name>.yaml``) or by the path of a YAML file (e.g. a tuned best.yaml)."""
+    return Path(recipe) if str(recipe).endswith((".yaml", ".yml")) else RECIPES / f"{recipe}.yaml"
+
+
+def run_recipe(name: str | Path, data: Path, runs: Path, budget_s: float, overrides: list[str]) -> dict[str, Any]:
+    """Train one recipe (name or YAML path) under the time budget; returns its result row and per-epoch history."""
+    path = recipe_path(name)
+    name = path.stem if path.parent != RECIPES else str(name)
+    recipe = load_recipe(path, overrides).resolved()
     run_dir = runs / name
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -135,7 +142,7 @@ def run_recipe(name: str, data: Path, runs: Path, budget_s: float, overrides: li
 
     stopped = False
     try:
-        train(RECIPES / f"{name}.yaml", data, run_dir, overrides=overrides, on_epoch_end=on_epoch_end)
+        train(path, data, run_dir, overrides=overrides, on_epoch_end=on_epoch_end)
     except _OverBudget:
         stopped = True
     within = [r for r in history if r["minutes"] * 60 <= budget_s and r["val_top1"] is not None]
@@ -145,8 +152,7 @@ def run_recipe(name: str, data: Path, runs: Path, budget_s: float, overrides: li
     per_class = evaluate(run_dir, data, workers=recipe.train.workers)["per_class_acc"]
     return {
         "recipe": name, "model": recipe.model.name, "budget_min": budget_s / 60,
-        "input": f"{recipe.data.frames}x{recipe.data.size} ({recipe.data.sampling}"
-                 f"{', stride ' + str(recipe.data.sampling_stride) if recipe.data.sampling == 'dense' else ''})",
+        "input": f"{recipe.data.frames}x{recipe.data.size} ({recipe.data.sampling}{_span(recipe)})",
         "params_m": count_params(model) / 1e6,
         "gmacs": count_macs(model, recipe.data.frames, recipe.data.size) / 1e9,
         "optimizer": recipe.optim.name, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
@@ -160,6 +166,13 @@ def run_recipe(name: str, data: Path, runs: Path, budget_s: float, overrides: li
         "per_class_val_top1": per_class,
         "history": history,
     }
+
+
+def _span(recipe: Recipe) -> str:
+    data = recipe.data
+    if data.sampling != "dense":
+        return ""
+    return f", {data.clip_seconds:g} s" if data.clip_seconds is not None else f", stride {data.sampling_stride}"
 
 
 def plot_runs(rows: list[dict[str, Any]], budget_min: float, path: Path) -> None:
