@@ -17,6 +17,7 @@ import numpy as np
 from edgevid.data import build_dataset
 from edgevid.errors import EdgevidError
 from edgevid.meta import ArtifactMeta
+from edgevid.runtime.onnx_backend import open_session
 from edgevid.utils.console import progress
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
@@ -85,15 +86,8 @@ class ValidationSet:
 
 def ort_predict(model: Path | bytes, threads: int | None = None) -> PredictFn:
     """A predict function over an ONNX file (or serialised model) in ONNX Runtime (CPU, all graph optimisations)."""
-    import onnxruntime as ort  # onnxruntime: optional backend, loaded only when an ONNX model runs
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        options.intra_op_num_threads = threads
-    options.log_severity_level = 3  # an edited model's unused Q/DQ constants are warned about, not wrong
-    source = model if isinstance(model, bytes) else str(model)
-    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    # log_severity 3: an edited model's unused Q/DQ constants are warned about, not wrong
+    session = open_session(model, threads, log_severity=3)
     name = session.get_inputs()[0].name
     return lambda clips: session.run(None, {name: np.ascontiguousarray(clips, dtype=np.float32)})[0]
 

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 
 from edgevid.errors import EdgevidError
@@ -45,7 +44,7 @@ from edgevid.export.base import (
 from edgevid.formats import FORMATS
 from edgevid.meta import ArtifactMeta, InputSpec, read_meta, write_onnx_meta
 from edgevid.precision import PRECISIONS
-from edgevid.runtime.onnx_backend import OnnxRuntimePredictor
+from edgevid.runtime.onnx_backend import OnnxRuntimePredictor, open_session, ort_errors
 from edgevid.utils.atomic import atomic_path
 from edgevid.utils.console import err_console
 
@@ -176,10 +175,7 @@ def _fixed_axes(model, dynamic_axes: dict[str, dict[int, str]]) -> list[tuple[st
 
 def _check_graph(module, example_inputs, model, input_names) -> None:
     """Raise when ONNX Runtime's outputs of ``model`` on ``example_inputs`` differ from PyTorch's."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = open_session(model.SerializeToString(), torch.get_num_threads(), log_severity=3)
     got = session.run(None, {name: x.numpy() for name, x in zip(input_names, example_inputs, strict=True)})
     with torch.no_grad():
         expected = module(*example_inputs)
@@ -242,10 +238,9 @@ def _time_axis_works(model: torch.nn.Module, path: Path, meta: ArtifactMeta) -> 
     try:
         with torch.no_grad():
             expected = model(clip).float().numpy()
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = open_session(path)
         got = session.run(None, {INPUT_NAME: clip.numpy()})[0]
-    except (ValueError, RuntimeError, ort.capi.onnxruntime_pybind11_state.Fail,
-            ort.capi.onnxruntime_pybind11_state.InvalidArgument, ort.capi.onnxruntime_pybind11_state.RuntimeException):
+    except ort_errors():
         return False
     scale = max(1.0, float(np.abs(expected).max()))
     return got.shape == expected.shape and float(np.abs(got - expected).max()) <= PRECISIONS["fp32"].tolerance * scale

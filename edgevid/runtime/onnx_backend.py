@@ -44,6 +44,22 @@ def execution_providers(device: str, available: list[str]) -> list:
     return [(p, device_id) for p in wanted] + ["CPUExecutionProvider"]
 
 
+def open_session(source: str | Path | bytes, threads: int | None = None, providers: list | None = None,
+                 log_severity: int | None = None):
+    """The one place edgevid opens an ONNX Runtime session: a file or serialised model, all graph optimisations,
+    ``threads`` intra-op threads (default: ONNX Runtime's), CPU unless ``providers`` say otherwise; logs errors only
+    unless ``log_severity`` (or ``--verbose``) says otherwise."""
+    import onnxruntime as ort  # onnxruntime: optional backend, loaded only when an ONNX model runs
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = ort_log_severity() if log_severity is None else log_severity
+    if threads:
+        options.intra_op_num_threads = threads
+    source = source if isinstance(source, bytes) else str(source)
+    return ort.InferenceSession(source, options, providers=providers or ["CPUExecutionProvider"])
+
+
 @register_backend(*FORMATS["onnx"].suffixes)
 class OnnxRuntimePredictor(Predictor):
     """An ONNX Runtime session with all graph optimisations, the clip input first."""
@@ -65,13 +81,8 @@ class OnnxRuntimePredictor(Predictor):
         meta = read_meta(path)
         resolve_precision(cls.backend, meta.precision, precision, device, str(path))
         providers = execution_providers(device, ort.get_available_providers())
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = ort_log_severity()
-        if threads:
-            options.intra_op_num_threads = threads
         try:
-            session = ort.InferenceSession(str(path), options, providers=providers)
+            session = open_session(path, threads, providers)
         except ort_errors() as exc:
             raise EdgevidError(f"{path}: ONNX Runtime cannot load this model ({_first_line(exc)})") from None
         return cls(session, meta, path, device)
