@@ -12,7 +12,6 @@ import torch
 
 from edgevid.checkpoint import load_checkpoint, save_checkpoint
 from edgevid.cli import main
-from edgevid.data.synth import SynthConfig, generate_synth
 from edgevid.errors import EdgevidError
 from edgevid.train import evaluate, predict_video, train
 from edgevid.train.engine import read_metrics
@@ -27,11 +26,9 @@ def _one_thread(one_thread):
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    """3 classes x (4 train + 2 val) synthetic videos, plus one corrupt video listed in val."""
-    root = tmp_path_factory.mktemp("synth")
-    generate_synth(root, SynthConfig(classes=3, videos_per_class=4, val_per_class=2, frames=16, size=32),
-                   show_progress=False, overwrite=True)
+def dataset(tiny_synth):
+    """The tiny synthetic set (tests/conftest.py) plus one corrupt video listed in val."""
+    root = tiny_synth
     (root / "val" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
     with (root / "val.csv").open("a") as f:
         f.write("val/broken.mp4,move_up\n")

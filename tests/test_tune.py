@@ -14,7 +14,6 @@ import torch
 from optuna.trial import TrialState
 
 from edgevid.cli import main
-from edgevid.data.synth import SynthConfig, generate_synth
 from edgevid.train.engine import read_metrics
 from edgevid.train.recipe import load_recipe
 from edgevid.train.tune import (
@@ -36,12 +35,8 @@ def _one_thread(one_thread):
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    """3 classes x (4 train + 2 val) synthetic videos of 16 frames at 32x32."""
-    root = tmp_path_factory.mktemp("synth")
-    generate_synth(root, SynthConfig(classes=3, videos_per_class=4, val_per_class=2, frames=16, size=32),
-                   show_progress=False, overwrite=True)
-    return root
+def dataset(tiny_synth):
+    return tiny_synth
 
 
 def _study(out: Path, name: str = "tiny", db: Path | None = None) -> optuna.Study:

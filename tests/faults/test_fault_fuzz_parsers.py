@@ -4,17 +4,15 @@ inputs to each parser: every outcome is a result or one EdgevidError, never anot
 large allocation."""
 
 import json
-import time
-import tracemalloc
 
 import pytest
+from bounded import bounded_call
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import edgevid.data.datasets
 import edgevid.meta
 from edgevid.data.datasets import dataset_mirror_classes, find_split, read_list_file
-from edgevid.errors import EdgevidError
 from edgevid.meta import ArtifactMeta
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -23,21 +21,8 @@ SEEN: dict[str, set] = {}
 
 
 def _bounded(parser: str, fn, *args, seconds: float = 2.0, peak_mb: float = 64.0):
-    """fn(*args) -> ('ok', result) or ('error', message): one EdgevidError of one line; time and memory bounded."""
-    tracemalloc.start()
-    start = time.perf_counter()
-    try:
-        outcome = ("ok", fn(*args))
-    except EdgevidError as exc:
-        outcome = ("error", str(exc))
-    finally:
-        elapsed = time.perf_counter() - start
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-    assert elapsed < seconds, f"took {elapsed:.1f} s"
-    assert peak < peak_mb * 2**20, f"allocated {peak / 2**20:.0f} MiB"
-    if outcome[0] == "error":
-        assert outcome[1] and "\n" not in outcome[1].strip(), outcome[1]
+    """:func:`bounded_call`, recording the distinct outcomes per parser."""
+    outcome = bounded_call(fn, *args, seconds=seconds, peak_mb=peak_mb)
     SEEN.setdefault(parser, set()).add(outcome[0] if outcome[0] == "ok" else outcome[1].split(":")[-1][:40])
     return outcome
 

@@ -5,10 +5,10 @@ The Hypothesis tests feed random and hostile documents to the recipe parser: eve
 EdgevidError, within a deadline and a bounded allocation."""
 
 import time
-import tracemalloc
 
 import pytest
 import yaml
+from bounded import bounded_call
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -42,26 +42,6 @@ def _few_alias_bomb(levels: int = 9, fan: int = 6) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _bounded_call(fn, *args, seconds: float = 2.0, peak_mb: float = 64.0):
-    """fn(*args) -> ('ok', result) or ('error', message); asserts time and peak Python allocation."""
-    tracemalloc.start()
-    start = time.perf_counter()
-    try:
-        outcome = ("ok", fn(*args))
-    except EdgevidError as exc:
-        outcome = ("error", str(exc))
-    finally:
-        elapsed = time.perf_counter() - start
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-    assert elapsed < seconds, f"took {elapsed:.1f} s"
-    assert peak < peak_mb * 2**20, f"allocated {peak / 2**20:.0f} MiB"
-    if outcome[0] == "error":
-        message = outcome[1]
-        assert message and "\n" not in message.strip(), message  # one line
-    return outcome
-
-
 @pytest.mark.parametrize("text, reason", [
     (LAUGHS, "more than 64 aliases"),
     (_few_alias_bomb(), "expand to more than"),
@@ -73,7 +53,7 @@ def _bounded_call(fn, *args, seconds: float = 2.0, peak_mb: float = 64.0):
 def test_hostile_recipe_files_are_refused_fast_naming_the_file(tmp_path, text, reason):
     path = tmp_path / "bomb.yaml"
     path.write_text(text)
-    kind, message = _bounded_call(load_recipe, path, seconds=1.0, peak_mb=16)
+    kind, message = bounded_call(load_recipe, path, seconds=1.0, peak_mb=16)
     assert kind == "error" and message.startswith(f"{path}: ") and reason in message, message
 
 
@@ -170,7 +150,7 @@ def _parse_text(text):
 @FUZZ
 @given(st.one_of(st.text(max_size=300), DOCS, RECIPE_DOCS))
 def test_fuzz_recipe_parser_gives_a_recipe_or_one_error(text):
-    kind, result = _bounded_call(_parse_text, text, seconds=1.0, peak_mb=32)
+    kind, result = bounded_call(_parse_text, text, seconds=1.0, peak_mb=32)
     assert kind == "error" or isinstance(result, Recipe)
     if kind == "error":
         assert result.startswith("fuzz.yaml"), result
@@ -182,7 +162,7 @@ def test_fuzz_recipe_parser_gives_a_recipe_or_one_error(text):
                           st.one_of(SCALARS, DOCS)), max_size=4))
 def test_fuzz_overrides_give_a_recipe_or_one_error(pairs):
     overrides = [f"{k}={v}" for k, v in pairs]
-    kind, result = _bounded_call(parse_recipe, {"model": {"name": "tiny3d"}}, "base", overrides,
+    kind, result = bounded_call(parse_recipe, {"model": {"name": "tiny3d"}}, "base", overrides,
                                  seconds=1.0, peak_mb=32)
     assert kind == "error" or isinstance(result, Recipe)
 
@@ -192,7 +172,7 @@ def test_fuzz_overrides_give_a_recipe_or_one_error(pairs):
 def test_fuzz_recipe_files_of_random_bytes(tmp_path_factory, raw):
     path = tmp_path_factory.mktemp("fz") / "r.yaml"
     path.write_bytes(raw)
-    kind, result = _bounded_call(load_recipe, path, seconds=1.0, peak_mb=16)
+    kind, result = bounded_call(load_recipe, path, seconds=1.0, peak_mb=16)
     assert kind == "error" or isinstance(result, Recipe)
 
 
