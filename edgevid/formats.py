@@ -12,6 +12,7 @@ Predictor (:mod:`edgevid.runtime`) registered under the row's names (see ARCHITE
 - ``precisions``: what ``edgevid export`` writes for the target (the torch row: what a checkpoint runs in).
 - ``streaming_precisions``: what ``edgevid export --streaming`` writes for it (empty: no streaming export).
 - ``package``: the Python package its backend needs.
+- ``noun``: how messages name one artifact; ``label``: how tables name the runtime.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class ArtifactFormat:
     streaming_precisions: tuple[str, ...]
     package: str
     noun: str
+    label: str
     companions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -57,13 +59,13 @@ class ArtifactFormat:
 
 FORMATS: dict[str, ArtifactFormat] = {f.target: f for f in (
     ArtifactFormat("torch", "torch", (".pt", ".pth", ".ckpt"), ("fp32", "bf16"), (), "torch",
-                   "a PyTorch checkpoint"),
+                   "a PyTorch checkpoint", "PyTorch"),
     ArtifactFormat("onnx", "onnxruntime", (".onnx",), ("fp32", "fp16", "int8"), ("fp32",), "onnxruntime",
-                   "an ONNX model"),
+                   "an ONNX model", "ONNX Runtime"),
     ArtifactFormat("openvino", "openvino", (".xml",), ("fp32", "fp16", "bf16", "int8"), ("fp32", "fp16", "bf16"),
-                   "openvino", "an OpenVINO IR", companions=(".bin",)),
+                   "openvino", "an OpenVINO IR", "OpenVINO", companions=(".bin",)),
     ArtifactFormat("trt", "tensorrt", (".engine", ".plan"), ("fp32", "fp16", "int8"), (), "tensorrt",
-                   "a TensorRT engine"),
+                   "a TensorRT engine", "TensorRT"),
 )}
 TARGETS = tuple(FORMATS)
 EXPORT_TARGETS = tuple(t for t in TARGETS if t != "torch")

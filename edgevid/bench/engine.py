@@ -19,10 +19,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from edgevid.bench.formats import TARGETS, Format, FormatBuilder, FormatUnavailable, artifact_format
-from edgevid.bench.report import FORMAT_NAMES, BenchResult, BenchRow
+from edgevid.bench.report import BenchResult, BenchRow
 from edgevid.bench.worker import WorkerSpec
 from edgevid.checkpoint import build_model, resolve_checkpoint
 from edgevid.errors import EdgevidError
+from edgevid.formats import FORMATS
 from edgevid.meta import ArtifactMeta, artifact_size_mb, read_meta
 from edgevid.models import count_macs
 from edgevid.models.streaming import to_streaming
@@ -207,7 +208,7 @@ def bench(artifact: str | Path, out: str | Path | None = None, *, show_progress:
 
 def _measure_format(fmt: Format, plan: _Plan, opts: BenchOptions, gmacs: float | None, report) -> list[BenchRow]:
     """The rows of one format: one per batch, or one failed row per batch carrying the reason."""
-    base = {"format": FORMAT_NAMES[fmt.target], "target": fmt.target, "precision": fmt.precision, "gmacs": gmacs}
+    base = {"format": FORMATS[fmt.target].label, "target": fmt.target, "precision": fmt.precision, "gmacs": gmacs}
     try:
         path = plan.prebuilt.get(fmt) or plan.builder.build(fmt)
     except FormatUnavailable as exc:

@@ -20,7 +20,6 @@ from edgevid.utils.plotting import pyplot, save_figure
 from edgevid.utils.tables import markdown_table
 
 STATUSES = ("ok", "export failed", "runtime failed", "unavailable")
-FORMAT_NAMES = {"torch": "PyTorch", "onnx": "ONNX Runtime", "openvino": "OpenVINO", "trt": "TensorRT"}
 TABLE_COLUMNS = ["format", "precision", "execution", "batch", "status", "size_mb", "top1", "p50_ms", "p95_ms",
                  "p99_ms", "fps", "peak_rss_mb", "gmacs"]
 TABLE_FORMATS = {"size_mb": ".2f", "top1": ".2f", "p50_ms": ".2f", "p95_ms": ".2f", "p99_ms": ".2f", "fps": ".1f",
