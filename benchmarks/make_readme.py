@@ -35,6 +35,24 @@ STUDIES: dict[str, tuple[str, str, str]] = {
         "since the synthetic classes differ only over time.",
         ".venv/bin/python -m benchmarks.bench_training  # --quick: a small set, 1 epoch each (pipeline check)",
     ),
+    "generalise": (
+        "Generalisation: each recipe on each synth style",
+        "Every recipe trains with no overrides on each `edgevid data synth --style` default set (shapes: a polygon "
+        "on a synthetic texture; photo: a patch of a real photograph moving over another under a panning camera; "
+        "wild: photo plus 15-60 fps, 1.5-6 s, non-square frames and three codecs), stopping after the epoch that "
+        "passes its budget. Reported: best and final val top-1, train top-1 and the fit diagnosis `edgevid train` "
+        "prints. Targets: X3D-XS at least 90% val top-1 on every style within 15 minutes; the single-frame "
+        "baseline at most 30% on each.",
+        ".venv/bin/python -m benchmarks.bench_generalise --styles photo wild --recipes x3d_xs x3d_xs_1frame "
+        "--budget-min 15 --budget x3d_xs_1frame=5",
+    ),
+    "onnx_exporters": (
+        "ONNX exporters: dynamo vs TorchScript",
+        "Export time, graph nodes, file size and ONNX Runtime batch-1 latency of the graphs torch's dynamo-based "
+        "exporter (edgevid's default) and its TorchScript exporter (the fallback) write for X3D-XS and TSM-R18, "
+        "with their parity against PyTorch.",
+        ".venv/bin/python -m benchmarks.bench_onnx_exporters --iters 20",
+    ),
     "transfer": (
         "Transfer: fine-tuning imported weights vs training from scratch",
         "X3D-XS is pretrained on one synthetic task (move_left, move_right, the two rotations, grow), its weights are "

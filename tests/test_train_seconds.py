@@ -29,6 +29,9 @@ def test_fit_diagnosis_on_hand_made_rows():
     # a gap under overfit_gap, but val top-1 fell from its best while train kept rising
     falling = diagnose_fit(_rows((80.0, 82.0), (90.0, 86.0), (97.0, 84.0), (99.0, 86.0 - FIT_THRESHOLDS.val_drop)))
     assert falling["verdict"] == "overfit" and falling["best"]["epoch"] == 2 and falling["last"]["epoch"] == 4
+    # val top-1 fell from its best, but train top-1 is far from fitting: the run underfits (X3D-XS on synth wild)
+    low = diagnose_fit(_rows((15.0, 14.0), (21.9, 23.3), (19.2, 17.5)))
+    assert low["verdict"] == "underfit"
     fine = diagnose_fit(_rows((70.0, 65.0), (92.0, 90.0), (95.0, 91.0)))
     assert fine["verdict"] == "fine"
     assert fine["thresholds"] == {"overfit_gap": 15.0, "val_drop": 5.0, "underfit_train": 85.0}

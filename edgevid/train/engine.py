@@ -60,8 +60,8 @@ class FitThresholds:
     """
 
     overfit_gap: float = 15.0  # train top-1 this far above val top-1 at the last epoch: overfit
-    val_drop: float = 5.0  # val top-1 this far below its best at the last epoch, while the gap widened: overfit
-    underfit_train: float = 85.0  # train top-1 below this at the last epoch (and not overfit): underfit
+    underfit_train: float = 85.0  # train top-1 below this at the last epoch (and the gap narrower): underfit
+    val_drop: float = 5.0  # else val top-1 this far below its best at the last epoch, the gap widened: overfit
 
 
 FIT_THRESHOLDS = FitThresholds()
@@ -147,11 +147,12 @@ def diagnose_fit(rows: Sequence[dict[str, Any]], thresholds: FitThresholds = FIT
     best = max(validated, key=lambda r: r["val_top1"])  # the first of equals, as the trainer keeps best.pt
     last = validated[-1]
     gap, best_gap = last["train_acc"] - last["val_top1"], best["train_acc"] - best["val_top1"]
-    if gap >= thresholds.overfit_gap or (best["val_top1"] - last["val_top1"] >= thresholds.val_drop
-                                         and gap > best_gap):
+    if gap >= thresholds.overfit_gap:
         verdict = "overfit"
-    elif last["train_acc"] < thresholds.underfit_train:
+    elif last["train_acc"] < thresholds.underfit_train:  # a falling val top-1 is noise while train top-1 is low
         verdict = "underfit"
+    elif best["val_top1"] - last["val_top1"] >= thresholds.val_drop and gap > best_gap:
+        verdict = "overfit"
     else:
         verdict = "fine"
     epoch = {key: {"epoch": int(r["epoch"]), "train_top1": float(r["train_acc"]), "val_top1": float(r["val_top1"])}
