@@ -53,6 +53,13 @@ STUDIES: dict[str, tuple[str, str, str]] = {
         "with their parity against PyTorch.",
         ".venv/bin/python -m benchmarks.bench_onnx_exporters --iters 20",
     ),
+    "soak": (
+        "Soak: a long live run over a stream that keeps dropping",
+        "X3D-XS (OpenVINO FP32) runs `edgevid live` over 20,000 frames of a stream that is lost every 500 frames and "
+        "at the end of its file; every loss goes through the live loop's reconnect (a new FFmpeg capture). Targets: "
+        "RSS growth from frame 500 to the end < 10 MB, no leaked file descriptor or thread, every drop survived.",
+        ".venv/bin/python -m benchmarks.bench_soak [--frames 20000] [--drop-every 500]",
+    ),
     "transfer": (
         "Transfer: fine-tuning imported weights vs training from scratch",
         "X3D-XS is pretrained on one synthetic task (move_left, move_right, the two rotations, grow), its weights are "
