@@ -18,13 +18,12 @@ Targets (issue 25): X3D-XS >= 90% val top-1 on every style within 15 minutes; th
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_training import ROOT, recipe_path, run_recipe
-from benchmarks.common import machine_info, results_dir, stamp, write_results
+from benchmarks.common import machine_info, merged_rows, results_dir, stamp, write_results
 from edgevid.data.synth import STYLES, SynthConfig, generate_synth
 from edgevid.train.engine import diagnose_fit
 from edgevid.utils.console import console, make_table
@@ -65,15 +64,6 @@ def measure(recipe: str, style: str, budget_min: float) -> dict[str, Any]:
             "per_class_val_top1": row["per_class_val_top1"]}
 
 
-def merge(rows: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
-    """This run's rows, plus earlier rows of other (recipe, style) pairs."""
-    if not path.is_file():
-        return rows
-    new = {(r["recipe"], r["style"]) for r in rows}
-    kept = [r for r in json.loads(path.read_text())["rows"] if (r["recipe"], r["style"]) not in new]
-    return kept + rows
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--styles", nargs="+", default=list(STYLES), choices=list(STYLES))
@@ -96,7 +86,7 @@ def main() -> None:
             console.print(f"{recipe} on {style}: training for up to {budget:g} min", highlight=False)
             rows.append(measure(recipe, style, budget))
     out = results_dir("generalise")
-    rows = merge(stamp(rows), out / "generalise.json")
+    rows = merged_rows("generalise", stamp(rows), args.recipes, by=("recipe", "style"))
     per_class = [{"recipe": r["recipe"], "style": r["style"], **r["per_class_val_top1"]} for r in rows
                  if r.get("per_class_val_top1")]
     notes = (

@@ -119,12 +119,17 @@ def write_results(name: str, rows: Sequence[dict[str, Any]], info: dict[str, Any
     return json_path, md_path
 
 
-def merged_rows(study: str, rows: list[dict[str, Any]], recipes: list[str]) -> list[dict[str, Any]]:
-    """``rows`` plus the rows of other recipes already in ``<study>.json`` (measured by an earlier invocation;
-    each row carries its own ``measured_at`` and load average), so recipes can be measured one at a time."""
+def merged_rows(study: str, rows: list[dict[str, Any]], recipes: list[str],
+                by: Sequence[str] = ("recipe",)) -> list[dict[str, Any]]:
+    """``rows`` plus the rows already in ``<study>.json`` (measured by an earlier invocation; each row carries its
+    own ``measured_at`` and load average) of other recipes, or with ``by`` of other combinations of those fields than
+    this run's (e.g. recipe and dataset style), so they can be measured one invocation at a time."""
     path = results_dir() / f"{study}.json"
     earlier = json.loads(path.read_text())["rows"] if path.is_file() else []
-    return [r for r in earlier if r.get("recipe") not in recipes] + rows
+    if tuple(by) == ("recipe",):
+        return [r for r in earlier if r.get("recipe") not in recipes] + rows
+    measured = {tuple(r.get(k) for k in by) for r in rows}
+    return [r for r in earlier if tuple(r.get(k) for k in by) not in measured] + rows
 
 
 def stamp(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
