@@ -247,3 +247,7 @@ def test_clip_seconds_give_clips_of_equal_time_on_videos_of_different_fps(tmp_pa
     frames_stride = _build(tmp_path)  # no clip_seconds: 2 frames apart whatever the fps
     assert np.diff(_frame_indices(frames_stride[0][0])).tolist() == [2, 2, 2]
     assert np.diff(_frame_indices(frames_stride[1][0])).tolist() == [2, 2, 2]
+    longer = _build(tmp_path, clip_seconds=4.0)  # longer than both videos: spread over each, never looping
+    for i, count in enumerate((30, 60)):
+        indices = _frame_indices(longer[i][0])
+        assert indices[0] == 0 and indices[-1] == count - 1 and np.all(np.diff(indices) > 0)

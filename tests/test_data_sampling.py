@@ -90,6 +90,10 @@ def test_clip_seconds_equals_the_frame_stride_it_describes():
             assert train_indices(num_frames, 4, stride, "dense", rng_a, 0.15).tolist() == \
                 train_indices(num_frames, 4, 8, "dense", rng_b, 0.15).tolist()
     assert video_stride(8, 4, 60.0) == 8  # no clip_seconds: the stride stays in frames
+    assert video_stride(8, 4, 60.0, num_frames=10) == 8  # ... and a frame stride longer than the video loops
+    assert video_stride(8, 4, 25.0, 1.28, num_frames=100) == pytest.approx(8.0)
+    assert video_stride(8, 4, 25.0, 1.28, num_frames=19) == pytest.approx(6.0)  # 1.28 s > 19 frames: fit to 19
+    assert video_stride(8, 4, 25.0, 1.28, num_frames=3) == 1.0
     with pytest.raises(ValueError, match="clip_seconds"):
         seconds_stride(0.0, 4, 25.0)
 

@@ -450,7 +450,8 @@ class ClipDataset(Dataset):
     :meth:`load` returns a :class:`SkippedVideo` (path, reason) instead of ``None``; :func:`build_loader` uses it.
     ``cache_gb`` > 0 keeps decoded videos in memory up to that size (:class:`~edgevid.data.decode.VideoCache`).
     ``clip_seconds`` (dense sampling) replaces ``sampling_stride`` by each video's stride for that span at its own
-    fps (:func:`~edgevid.data.sampling.seconds_stride`), so videos at different frame rates give clips of equal time.
+    fps (:func:`~edgevid.data.sampling.seconds_stride`), so videos at different frame rates give clips of equal time;
+    a video shorter than ``clip_seconds`` gives a clip spread over all of it.
     """
 
     def __init__(self, samples: list[VideoSample], classes: list[str], *, layout: str, source: Path, frames: int,
@@ -519,7 +520,7 @@ class ClipDataset(Dataset):
         try:
             with self._videos.open(sample.path) as video:
                 first, count = self._segment(sample, video.info.fps, video.info.num_frames)
-                stride = video_stride(self.sampling_stride, self.frames, video.info.fps, self.clip_seconds)
+                stride = video_stride(self.sampling_stride, self.frames, video.info.fps, self.clip_seconds, count)
                 if self.train:
                     rng = np.random.default_rng(seed if seed is not None
                                                 else int(torch.randint(0, 2**62, (1,)).item()))

@@ -5,7 +5,9 @@
   around (``i % num_frames``), so the clip replays the video from its start rather than repeating a frame.
 - Clips defined in seconds (PyTorchVideo's convention ``clip_seconds = frames * stride / fps``): each video's stride
   is ``clip_seconds * video_fps / frames`` frames (:func:`seconds_stride`; fractional, indices are rounded), so
-  clips span the same time on 15, 25, 30 or 60 fps videos. Without ``clip_seconds`` the stride is in frames.
+  clips span the same time on 15, 25, 30 or 60 fps videos. A video shorter than ``clip_seconds`` gives a clip
+  spread over the whole video (the stride shrinks to fit, as PyTorchVideo's clips end at the video's end) rather
+  than one that loops. Without ``clip_seconds`` the stride is in frames.
 - Stride jitter (frame-rate jitter, training only, dense clips): the stride is multiplied by ``U(1-j, 1+j)``
   and indices are rounded, which simulates faster and slower footage.
 - Uniform segments (TSN/TSM): the video is cut into ``frames`` equal segments and one frame is taken from each,
@@ -36,9 +38,16 @@ def seconds_stride(clip_seconds: float, frames: int, fps: float) -> float:
     return clip_seconds * fps / frames
 
 
-def video_stride(stride: float, frames: int, fps: float, clip_seconds: float | None = None) -> float:
-    """The stride of one video: ``stride`` frames, or the stride of ``clip_seconds`` at the video's ``fps``."""
-    return stride if clip_seconds is None else seconds_stride(clip_seconds, frames, fps)
+def video_stride(stride: float, frames: int, fps: float, clip_seconds: float | None = None,
+                 num_frames: int | None = None) -> float:
+    """The stride of one video: ``stride`` frames, or the stride of ``clip_seconds`` at the video's ``fps``, shrunk
+    so the clip fits in the video's ``num_frames`` when it is shorter (never below one frame)."""
+    if clip_seconds is None:
+        return stride
+    seconds = seconds_stride(clip_seconds, frames, fps)
+    if num_frames is not None and frames > 1 and clip_span(frames, seconds) > num_frames:
+        return max(1.0, (num_frames - 1) / (frames - 1))
+    return seconds
 
 
 def _check(num_frames: int, frames: int) -> None:
