@@ -289,6 +289,7 @@ def test_bad_input_raises_value_error(name):
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("kernel, stride, padding, size", [
     (3, (1, 2, 2), 1, (5, 9, 9)),  # summed depthwise Conv2d over temporal taps
+    (3, 1, 1, (1, 9, 9)),  # one frame: only the centre tap reaches it
     (3, (1, 2, 2), 1, (3, 4, 4)),  # small: one matmul per channel
     (3, 1, 1, (4, 2, 2)),
     ((5, 1, 1), 1, (2, 0, 0), (4, 6, 6)),  # temporal-only kernel: matmul over frames
