@@ -28,8 +28,10 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
+# Two test processes (pytest-xdist), one test file each at a time (module fixtures are built once): most tests are
+# single-threaded Python (exports, file I/O): 6.6 minutes instead of 12.7 in one process on cpu-2c-amd-epyc-avx2.
 test: venv lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 demo: venv
 	$(VENV)/bin/edgevid demo --out demo_out

@@ -1,13 +1,15 @@
 """Cross-dataset benchmark: each recipe on each `edgevid data synth` style, under one time budget.
 
     .venv/bin/python -m benchmarks.bench_generalise [--styles shapes photo wild] [--recipes x3d_xs x3d_xs_1frame]
-        [--budget-min 15] [--budget recipe=MIN ...]
+        [--budget-min 15] [--budget recipe=MIN ...] [--set KEY=VALUE ...]
 
 A recipe is a name in ``recipes/`` or the path of a recipe YAML (e.g. the ``best.yaml`` that ``edgevid tune`` wrote:
 a tuned recipe is measured on the styles it was not tuned on). Each style's default set (``edgevid data synth
 --style S``, seed 0) is generated once into ``runs/bench/synth-<style>``; every run trains exactly as
 ``edgevid train --recipe R --data D`` would, with no overrides, and stops after the epoch that passes its budget
-(``bench_training.run_recipe``). Reported per recipe and style: epochs, minutes, best and final val top-1, train
+(``bench_training.run_recipe``). ``--set`` screens a change to the recipes (recipe overrides such as
+``data.clip_seconds=2.0``, usually with a shorter ``--budget-min``): its rows say so in ``changes`` and sit beside
+the shipped recipe's. Reported per recipe, style and changes: epochs, minutes, best and final val top-1, train
 top-1 at the last epoch and the fit diagnosis ``edgevid train`` prints (``diagnose_fit`` on the epochs run).
 
 Targets (issue 25): X3D-XS >= 90% val top-1 on every style within 15 minutes; the single-frame baseline
@@ -29,7 +31,7 @@ from edgevid.train.engine import diagnose_fit
 from edgevid.utils.console import console, make_table
 
 TARGETS = {"x3d_xs": ("min", 90.0), "x3d_xs_1frame": ("max", 30.0)}
-COLUMNS = ["recipe", "style", "input", "budget_min", "epochs", "minutes", "best_val_top1", "best_epoch",
+COLUMNS = ["recipe", "style", "changes", "input", "budget_min", "epochs", "minutes", "best_val_top1", "best_epoch",
            "final_val_top1", "final_train_top1", "fit", "target", "load_avg_1min"]
 
 
@@ -50,15 +52,15 @@ def target_check(recipe: str, best: float | None) -> str:
     return f"{'met' if met else 'MISSED'} ({'>=' if kind == 'min' else '<='} {bound:g}%)"
 
 
-def measure(recipe: str, style: str, budget_min: float) -> dict[str, Any]:
+def measure(recipe: str, style: str, budget_min: float, changes: list[str]) -> dict[str, Any]:
     data = style_data(style)
     runs = ROOT / "runs" / "bench" / f"generalise-{style}"
-    row = run_recipe(recipe, data, runs, budget_min * 60, overrides=[])
+    row = run_recipe(recipe, data, runs, budget_min * 60, overrides=changes)
     fit = diagnose_fit(row["history"])
     last = row["history"][-1] if row["history"] else {}
     return {**{k: row[k] for k in ("recipe", "input", "budget_min", "epochs", "minutes", "best_val_top1",
                                    "best_epoch", "final_val_top1")},
-            "style": style, "final_train_top1": last.get("train_acc"),
+            "style": style, "changes": " ".join(changes) or "-", "final_train_top1": last.get("train_acc"),
             "fit": fit["verdict"] if fit else None,
             "target": target_check(row["recipe"], row["best_val_top1"]),
             "per_class_val_top1": row["per_class_val_top1"]}
@@ -72,6 +74,8 @@ def main() -> None:
     parser.add_argument("--budget-min", type=float, default=15.0, help="Training minutes per recipe and style.")
     parser.add_argument("--budget", nargs="*", default=[], metavar="RECIPE=MIN",
                         help="A different budget for some recipes, e.g. x3d_xs_1frame=5.")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", dest="changes",
+                        help="Recipe overrides to screen, e.g. data.clip_seconds=2.0 (rows are marked with them).")
     args = parser.parse_args()
     budgets = {k: float(v) for k, v in (item.split("=", 1) for item in args.budget)}
     for recipe in args.recipes:
@@ -84,11 +88,12 @@ def main() -> None:
         for recipe in args.recipes:
             budget = budgets.get(recipe, budgets.get(recipe_path(recipe).stem, args.budget_min))
             console.print(f"{recipe} on {style}: training for up to {budget:g} min", highlight=False)
-            rows.append(measure(recipe, style, budget))
+            rows.append(measure(recipe, style, budget, args.changes))
     out = results_dir("generalise")
-    rows = merged_rows("generalise", stamp(rows), args.recipes, by=("recipe", "style"))
-    per_class = [{"recipe": r["recipe"], "style": r["style"], **r["per_class_val_top1"]} for r in rows
-                 if r.get("per_class_val_top1")]
+    rows = [{"changes": "-", **r} for r in merged_rows("generalise", stamp(rows), args.recipes,
+                                                      by=("recipe", "style", "changes"))]
+    per_class = [{"recipe": r["recipe"], "style": r["style"], "changes": r["changes"], **r["per_class_val_top1"]}
+                 for r in rows if r.get("per_class_val_top1")]
     notes = (
         "Each recipe trains on each style's default `edgevid data synth --style S` set (seed 0; shapes 8 classes, "
         "photo 8 classes, wild 8 classes; 60 train + 15 val videos per class) with no overrides, exactly as "
@@ -97,8 +102,9 @@ def main() -> None:
         "accuracy (augmented clips) of the last epoch; fit is `edgevid train`'s diagnosis of the epochs run. Targets: "
         "X3D-XS >= 90% on every style, the single-frame baseline <= 30% on each. Shared, noisy 2-core machine: "
         "see the load average per row.\n\nPer-class val top-1 (%) of each run's best checkpoint:\n\n"
-        + "\n".join(f"- {p['recipe']} on {p['style']}: " + ", ".join(
-            f"{k} {v:.0f}" for k, v in p.items() if k not in ("recipe", "style")) for p in per_class)
+        + "\n".join(f"- {p['recipe']} on {p['style']}" + (f" ({p['changes']})" if p["changes"] != "-" else "")
+                    + ": " + ", ".join(f"{k} {v:.0f}" for k, v in p.items() if k not in ("recipe", "style", "changes"))
+                    for p in per_class)
     )
     write_results("generalise", [{k: r.get(k) for k in [*COLUMNS, "per_class_val_top1"]} for r in rows], info,
                   notes=notes, columns=COLUMNS, directory=out)

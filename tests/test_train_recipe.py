@@ -30,7 +30,9 @@ def _write(tmp_path, text):
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
 def test_shipped_recipes_validate_and_resolve(path):
     recipe = load_recipe(path).resolved()
-    assert recipe.data.frames >= 1 and recipe.data.size >= 8 and recipe.data.sampling_stride >= 1
+    assert recipe.data.frames >= 1 and recipe.data.size >= 8 and recipe.data.frame_stride() >= 1
+    if recipe.data.sampling == "dense" and recipe.data.frames > 1 and path.stem != "tiny":  # in seconds, not frames
+        assert recipe.data.sampling_stride is None and recipe.data.span_seconds() > 0
     assert len(recipe.data.mean) == 3 and len(recipe.data.std) == 3
     assert parse_recipe(recipe.to_dict(), "again") == recipe  # the resolved YAML is itself a valid recipe
 
@@ -111,20 +113,21 @@ def test_resolved_fills_model_spec_defaults():
 
 
 def test_clip_span_in_seconds_or_in_frames(tmp_path):
-    shipped = Path(__file__).parent.parent / "recipes" / "x3d_xs.yaml"  # sampling_stride: 8, frames: 4
-    seconds = load_recipe(shipped, ["data.sampling_stride=null", "data.clip_seconds=1.28"]).resolved()
+    shipped = Path(__file__).parent.parent / "recipes" / "x3d_xs.yaml"  # clip_seconds: 1.28, frames: 4
+    seconds = load_recipe(shipped).resolved()
     assert seconds.data.sampling_stride is None and seconds.data.span_seconds() == 1.28
     assert seconds.data.frame_stride() == 10  # the stride recorded for a 30 fps (data.fps) consumer
     assert parse_recipe(seconds.to_dict(), "resolved").data.clip_seconds == 1.28  # a run's recipe.yaml reloads
-    frames = load_recipe(shipped).resolved()
-    assert frames.data.span_seconds() is None and frames.data.frame_stride() == 8  # unchanged default
-    at_25 = load_recipe(shipped, ["data.reference_fps=25"]).resolved()
+    by_frames = ["data.clip_seconds=null", "data.sampling_stride=8"]
+    frames = load_recipe(shipped, by_frames).resolved()
+    assert frames.data.span_seconds() is None and frames.data.frame_stride() == 8
+    at_25 = load_recipe(shipped, [*by_frames, "data.reference_fps=25"]).resolved()
     assert at_25.data.span_seconds() == pytest.approx(1.28) and at_25.data.model_fps() == 25
     with pytest.raises(EdgevidError) as info:
-        load_recipe(shipped, ["data.clip_seconds=1.28"])
-    assert str(info.value) == ("override 'data.clip_seconds=1.28': data.clip_seconds: conflicts with "
-                               "data.sampling_stride: both define the clip's span; keep one (data.sampling_stride=null "
-                               "samples by seconds)")
+        load_recipe(shipped, ["data.sampling_stride=8"])
+    assert str(info.value).endswith("x3d_xs.yaml: data.clip_seconds: conflicts with data.sampling_stride: both "
+                                    "define the clip's span; keep one (data.sampling_stride=null samples by "
+                                    "seconds, data.clip_seconds=null by frames)")
     path = _write(tmp_path, "model: {name: tiny3d}\ndata: {clip_seconds: 1.0, reference_fps: 25}\n")
     with pytest.raises(EdgevidError, match=r"x\.yaml: data\.clip_seconds: conflicts with data\.reference_fps"):
         load_recipe(path)

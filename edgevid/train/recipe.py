@@ -354,7 +354,7 @@ def _check_sampling(data: DataConfig) -> None:
     for other in ("sampling_stride", "reference_fps"):
         if getattr(data, other) is not None:
             raise _Invalid("data.clip_seconds", f"conflicts with data.{other}: both define the clip's span; keep "
-                           f"one (data.{other}=null samples by seconds)")
+                           f"one (data.{other}=null samples by seconds, data.clip_seconds=null by frames)")
 
 
 def load_recipe(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> Recipe:
