@@ -90,8 +90,7 @@ def main() -> None:
             console.print(f"{recipe} on {style}: training for up to {budget:g} min", highlight=False)
             rows.append(measure(recipe, style, budget, args.changes))
     out = results_dir("generalise")
-    rows = [{"changes": "-", **r} for r in merged_rows("generalise", stamp(rows), args.recipes,
-                                                      by=("recipe", "style", "changes"))]
+    rows = merged_rows("generalise", stamp(rows), args.recipes, by=("recipe", "style", "changes"))
     per_class = [{"recipe": r["recipe"], "style": r["style"], "changes": r["changes"], **r["per_class_val_top1"]}
                  for r in rows if r.get("per_class_val_top1")]
     notes = (

@@ -134,7 +134,7 @@ def _depthwise_conv2d_taps(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
         if out is None:
             out = F.pad(term, (0, 0, 0, 0, 0, 0, first, out_frames - last))
         else:
-            out = torch.cat([out[:, :first], out[:, first:last] + term, out[:, last:]], dim=1)
+            out[:, first:last] += term
     return out.transpose(1, 2)
 
 
