@@ -18,7 +18,9 @@ from edgevid.train.engine import read_metrics
 from edgevid.train.recipe import load_recipe
 from edgevid.train.tune import (
     _StudyClock,
+    base_params,
     default_space,
+    load_space,
     make_pruner,
     parse_duration,
     space_overrides,
@@ -128,6 +130,7 @@ def test_study_clock_counts_overlapping_sessions_once():
 @pytest.mark.slow
 def test_tiny_study_writes_a_best_recipe_matching_the_best_trial(dataset, tmp_path):
     out = tmp_path / "tune"
+    base_recipe = load_recipe(TINY).resolved()
     result = tune(TINY, dataset, out, budget_s=300, n_trials=3, seed=1)
     study = _study(out)
     trials = study.get_trials(states=(TrialState.COMPLETE,))
@@ -154,6 +157,11 @@ def test_tiny_study_writes_a_best_recipe_matching_the_best_trial(dataset, tmp_pa
         assert load_recipe(run / "recipe.yaml").optim.lr == trial.params["optim.lr"]
     rows = _rows(out)
     assert [int(r["trial"]) for r in rows] == [0, 1, 2] and {r["state"] for r in rows} == {"complete"}
+    # the first trial is the base recipe itself, the others are sampled
+    first = study.trials[0]
+    assert first.user_attrs["base"] and first.params == base_params(load_space(None, base_recipe), base_recipe)
+    assert first.params["optim.lr"] == base_recipe.optim.lr and first.params["train.epochs"] == base_recipe.train.epochs
+    assert all(t.params != first.params for t in study.trials[1:])
     assert (out / "tune.png").stat().st_size > 1000
     assert not list(out.glob(".*.tmp-*"))
 

@@ -121,6 +121,11 @@ def _crop_sizes(size: int) -> tuple[int, ...]:
     return tuple(sorted({max(8, round(size * f / 8) * 8) for f in (0.75, 1.0, 1.25)} | {size}))
 
 
+def _span_seconds(recipe: Recipe) -> float:
+    data = recipe.data
+    return data.span_seconds() or data.frames * data.sampling_stride / data.fps
+
+
 def default_space(recipe: Recipe) -> dict[str, Dimension]:
     """The searched keys for ``recipe`` (resolved): learning rate and weight decay (log), batch size and crop size
     (categorical around the recipe's), the span of a dense clip in seconds (``data.clip_seconds``, half to twice the
@@ -134,7 +139,7 @@ def default_space(recipe: Recipe) -> dict[str, Dimension]:
         Dimension("data.size", choices=_crop_sizes(data.size)),
     ]
     if data.sampling == "dense":  # segments sampling spreads the frames over the whole video: no span to search
-        seconds = data.span_seconds() or data.frames * data.sampling_stride / data.fps
+        seconds = _span_seconds(recipe)
         space.append(Dimension("data.clip_seconds", *(round(s, 4) for s in _around(seconds, 2.0))))
     space += [
         Dimension("train.epochs", max(1, cfg.epochs // 2), cfg.epochs),
@@ -176,6 +181,24 @@ def _get(recipe_dict: dict[str, Any], key: str) -> Any:
 
 def _yaml_value(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=10_000).removesuffix("\n...\n").strip()
+
+
+def base_params(dims: Mapping[str, Dimension], recipe: Recipe) -> dict[str, Any]:
+    """The values ``recipe`` (resolved) itself has for the searched keys that the space contains: the study's first
+    trial, so every search starts from the recipe it tunes and reports it beside the tuned one."""
+    resolved, params = recipe.to_dict(), {}
+    for key, dim in dims.items():
+        match = _INDEXED.match(key)
+        value = _get(resolved, match["key"] if match else key)
+        if match:
+            value = value[int(match["index"])] if isinstance(value, list) and int(match["index"]) < len(value) else None
+        if key == "data.clip_seconds" and value is None and recipe.data.sampling == "dense":
+            value = round(_span_seconds(recipe), 4)
+        inside = (value in dim.choices if dim.choices is not None
+                  else isinstance(value, (int, float)) and not isinstance(value, bool) and dim.low <= value <= dim.high)
+        if inside:
+            params[key] = value
+    return params
 
 
 def space_overrides(params: Mapping[str, Any], base: Recipe) -> list[str]:
@@ -439,6 +462,7 @@ def tune(recipe: str | Path | Recipe, data: str | Path, out: str | Path | None, 
     started_with = study.user_attrs.get("tune")
     if started_with is None:
         study.set_user_attr("tune", identity)
+        study.enqueue_trial(base_params(dims, base.resolved()), user_attrs={"base": True})
     elif started_with.get("base") != identity["base"]:
         raise EdgevidError(f"--study {study_name} in {storage_url} tunes another recipe ({started_with['recipe']} "
                            "with its overrides) than the one given now; choose another --study or --out")
@@ -479,7 +503,8 @@ def tune(recipe: str | Path | Recipe, data: str | Path, out: str | Path | None, 
         for key, value in (("overrides", trial_overrides), ("run_dir", str(run_dir)), ("worker", _WORKER),
                            ("budget_s", limit)):
             trial.set_user_attr(key, value)
-        console.print(f"[bold]trial {trial.number}[/] ({format_duration(round(limit))} budget, "
+        origin = " (the base recipe's own values)" if trial.user_attrs.get("base") else ""
+        console.print(f"[bold]trial {trial.number}[/]{origin} ({format_duration(round(limit))} budget, "
                       f"{max(clock.left(), 0) / 60:.1f} min of the study's budget left): {_short_params(params)}",
                       highlight=False, soft_wrap=True)
         start, best = time.perf_counter(), None
