@@ -66,6 +66,33 @@ def measure(recipe: str, style: str, budget_min: float, changes: list[str]) -> d
             "per_class_val_top1": row["per_class_val_top1"]}
 
 
+def record(rows: list[dict[str, Any]], recipes: list[str], info: dict[str, Any]) -> Path:
+    """Merge ``rows`` (of ``recipes``) into ``generalise.*`` of this machine, print the table; returns the folder."""
+    out = results_dir("generalise")
+    rows = merged_rows("generalise", stamp(rows), recipes, by=("recipe", "style", "changes"))
+    per_class = [{"recipe": r["recipe"], "style": r["style"], "changes": r["changes"], **r["per_class_val_top1"]}
+                 for r in rows if r.get("per_class_val_top1")]
+    notes = (
+        "Each recipe trains on each style's default `edgevid data synth --style S` set (seed 0; shapes 8 classes, "
+        "photo 8 classes, wild 8 classes; 60 train + 15 val videos per class) with no overrides, exactly as "
+        "`edgevid train --recipe R --data D`, and stops after the epoch that passes budget_min (wall clock, incl. "
+        "validation). best_val_top1 counts epochs that ended within the budget; final_train_top1 is the training "
+        "accuracy (augmented clips) of the last epoch; fit is `edgevid train`'s diagnosis of the epochs run. Targets: "
+        "X3D-XS >= 90% on every style, the single-frame baseline <= 30% on each. Shared, noisy 2-core machine: "
+        "see the load average per row.\n\nPer-class val top-1 (%) of each run's best checkpoint:\n\n"
+        + "\n".join(f"- {p['recipe']} on {p['style']}" + (f" ({p['changes']})" if p["changes"] != "-" else "")
+                    + ": " + ", ".join(f"{k} {v:.0f}" for k, v in p.items() if k not in ("recipe", "style", "changes"))
+                    for p in per_class)
+    )
+    write_results("generalise", [{k: r.get(k) for k in [*COLUMNS, "per_class_val_top1"]} for r in rows], info,
+                  notes=notes, columns=COLUMNS, directory=out)
+    console.print(make_table(rows, COLUMNS, title="recipes across synth styles",
+                             formats={"minutes": ".1f", "best_val_top1": ".1f", "final_val_top1": ".1f",
+                                      "final_train_top1": ".1f"}))
+    console.print(f"results in {out}", highlight=False)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--styles", nargs="+", default=list(STYLES), choices=list(STYLES))
@@ -89,28 +116,7 @@ def main() -> None:
             budget = budgets.get(recipe, budgets.get(recipe_path(recipe).stem, args.budget_min))
             console.print(f"{recipe} on {style}: training for up to {budget:g} min", highlight=False)
             rows.append(measure(recipe, style, budget, args.changes))
-    out = results_dir("generalise")
-    rows = merged_rows("generalise", stamp(rows), args.recipes, by=("recipe", "style", "changes"))
-    per_class = [{"recipe": r["recipe"], "style": r["style"], "changes": r["changes"], **r["per_class_val_top1"]}
-                 for r in rows if r.get("per_class_val_top1")]
-    notes = (
-        "Each recipe trains on each style's default `edgevid data synth --style S` set (seed 0; shapes 8 classes, "
-        "photo 8 classes, wild 8 classes; 60 train + 15 val videos per class) with no overrides, exactly as "
-        "`edgevid train --recipe R --data D`, and stops after the epoch that passes budget_min (wall clock, incl. "
-        "validation). best_val_top1 counts epochs that ended within the budget; final_train_top1 is the training "
-        "accuracy (augmented clips) of the last epoch; fit is `edgevid train`'s diagnosis of the epochs run. Targets: "
-        "X3D-XS >= 90% on every style, the single-frame baseline <= 30% on each. Shared, noisy 2-core machine: "
-        "see the load average per row.\n\nPer-class val top-1 (%) of each run's best checkpoint:\n\n"
-        + "\n".join(f"- {p['recipe']} on {p['style']}" + (f" ({p['changes']})" if p["changes"] != "-" else "")
-                    + ": " + ", ".join(f"{k} {v:.0f}" for k, v in p.items() if k not in ("recipe", "style", "changes"))
-                    for p in per_class)
-    )
-    write_results("generalise", [{k: r.get(k) for k in [*COLUMNS, "per_class_val_top1"]} for r in rows], info,
-                  notes=notes, columns=COLUMNS, directory=out)
-    console.print(make_table(rows, COLUMNS, title="recipes across synth styles",
-                             formats={"minutes": ".1f", "best_val_top1": ".1f", "final_val_top1": ".1f",
-                                      "final_train_top1": ".1f"}))
-    console.print(f"results in {out}", highlight=False)
+    record(rows, args.recipes, info)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from edgevid.train.tune import (
     make_pruner,
     parse_duration,
     space_overrides,
+    startup_trials,
     tune,
 )
 
@@ -109,6 +110,13 @@ def test_default_space_follows_the_recipe_and_builds_valid_overrides():
     assert recipe.optim.lr == 1e-05 and recipe.data.augment.scale == (0.3, 1.0)
 
 
+def test_short_studies_leave_the_random_phase_early():
+    assert startup_trials(3600, 600) == 3  # 6 trials fit: base + 2 random, then TPE
+    assert startup_trials(7200, 900) == 4
+    assert startup_trials(4 * 3600, 600) == 10  # Optuna's default for long studies
+    assert startup_trials(600, 600) == 3
+
+
 def test_study_clock_counts_overlapping_sessions_once():
     class FakeStudy:
         def __init__(self):
@@ -187,7 +195,7 @@ def test_a_pruned_trial_stops_after_its_epoch_and_leaves_a_consistent_run(datase
 
 
 def test_median_pruner_prunes_a_clearly_worse_trial():
-    study = optuna.create_study(direction="maximize", pruner=make_pruner())
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(epochs=8))
     for top1 in (60.0, 70.0, 80.0):
         trial = study.ask()
         for epoch in (1, 2, 3):
@@ -202,6 +210,21 @@ def test_median_pruner_prunes_a_clearly_worse_trial():
     fair.report(75.0, 1)
     fair.report(76.0, 2)
     assert not fair.should_prune()
+
+
+def test_pruning_waits_for_a_quarter_of_a_long_recipe():
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(epochs=45))
+    for top1 in (30.0, 35.0, 40.0):
+        trial = study.ask()
+        for epoch in range(1, 13):
+            trial.report(top1, epoch)
+        study.tell(trial, top1)
+    late = study.ask()
+    for epoch in range(1, 11):
+        late.report(12.5, epoch)  # near chance on its first epochs, as from-scratch video models often are
+    assert not late.should_prune()
+    late.report(12.5, 11)
+    assert late.should_prune()
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:

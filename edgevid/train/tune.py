@@ -357,10 +357,18 @@ class _TrialBudget(Exception):
     """A trial's clock passed its budget (after an epoch): it ends as a completed trial."""
 
 
-def make_pruner() -> optuna.pruners.BasePruner:
-    """Median pruning: from epoch 2 on, once 3 trials have finished, a trial whose best val top-1 so far is below
-    the median of the earlier trials' at the same epoch stops."""
-    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
+def startup_trials(budget_s: float, trial_budget_s: float) -> int:
+    """Trials TPE draws at random before it models the results (the base recipe's trial counts as one): Optuna's 10
+    for long studies, half of the trials that fit in the budget (at least 3) for short ones, which would otherwise
+    end before TPE is used at all."""
+    return min(10, max(3, math.ceil(budget_s / trial_budget_s) // 2))
+
+
+def make_pruner(epochs: int) -> optuna.pruners.BasePruner:
+    """Median pruning: once 3 trials have finished, a trial whose best val top-1 so far is below the median of the
+    earlier trials' at the same epoch stops, from the first quarter of the recipe's ``epochs`` on (at least epoch
+    2): a model that sits near chance for its first epochs is not judged by their noise."""
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=max(2, epochs // 4))
 
 
 def _retry() -> RetryHeartbeatStaleTrialCallback:
@@ -454,7 +462,7 @@ def tune(recipe: str | Path | Recipe, data: str | Path, out: str | Path | None, 
         out.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(storage=_storage(storage_url), study_name=study_name, direction="maximize",
-                                load_if_exists=True, pruner=pruner or make_pruner())
+                                load_if_exists=True, pruner=pruner or make_pruner(base.resolved().train.epochs))
     out.mkdir(parents=True, exist_ok=True)
     # processes may see the recipe and the data under other paths (other machines): the recipe itself must match
     identity = {"recipe": str(recipe) if not isinstance(recipe, Recipe) else "recipe", "data": str(data),
@@ -467,7 +475,8 @@ def tune(recipe: str | Path | Recipe, data: str | Path, out: str | Path | None, 
         raise EdgevidError(f"--study {study_name} in {storage_url} tunes another recipe ({started_with['recipe']} "
                            "with its overrides) than the one given now; choose another --study or --out")
     clock = _StudyClock(study, budget_s)
-    study.sampler = optuna.samplers.TPESampler(seed=seed + 7919 * clock.index(), constant_liar=True)
+    study.sampler = optuna.samplers.TPESampler(n_startup_trials=startup_trials(budget_s, trial_budget),
+                                               seed=seed + 7919 * clock.index(), constant_liar=True)
     command = continue_command(recipe, data, out, budget_s, trial_budget_s, storage, study_name if storage else None,
                                n_trials, space, overrides)
     header = [f"edgevid tune: study {study_name} ({storage_url})", f"data: {data}",
