@@ -25,8 +25,7 @@ from benchmarks.bench_generalise import measure, record, style_data
 from benchmarks.bench_training import ROOT, recipe_path
 from benchmarks.common import machine_info, markdown_table, results_dir, write_results
 from edgevid.data.synth import STYLES
-from edgevid.train.recipe import load_recipe
-from edgevid.train.tune import base_params, load_space, tune
+from edgevid.train.tune import tune
 from edgevid.utils.console import console, make_table
 
 TRIAL_COLUMNS = ["trial", "state", "best_val_top1", "epochs", "minutes", "stopped", "worker", "params"]
@@ -76,8 +75,7 @@ def main() -> None:
     tuned_name = f"{base.stem}_tuned_{args.style}"
     results = results_dir("tune")
     shutil.copyfile(out / "tune.png", results / "tune.png")
-    base_recipe = load_recipe(base).resolved()
-    retrained = result.best["params"] != base_params(load_space(None, base_recipe), base_recipe)
+    retrained = not result.best["base"]  # the best trial is a tuned recipe, not the study's trial of the base one
     tuned = out / f"{tuned_name}.yaml"
     if retrained:
         shutil.copyfile(out / "best.yaml", tuned)

@@ -495,7 +495,8 @@ def tune(recipe: str | Path | Recipe, data: str | Path, out: str | Path | None, 
                               f"({best.user_attrs.get('epochs')} epochs)",
                      "params: " + " ".join(best.user_attrs.get("overrides", []))]
             files["best.yaml"] = write_text_atomic(out / "best.yaml", best_recipe_yaml(base, best, lines))
-            best_info = {"trial": best.number, "value": best.value, "params": dict(best.params)}
+            best_info = {"trial": best.number, "value": best.value, "params": dict(best.params),
+                         "base": bool(best.user_attrs.get("base"))}
         return TuneResult(out, study_name, storage_url, rows, best_info, files)
 
     def finished() -> int:
