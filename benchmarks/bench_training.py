@@ -156,7 +156,9 @@ def run_recipe(name: str | Path, data: Path, runs: Path, budget_s: float, overri
         "params_m": count_params(model) / 1e6,
         "gmacs": count_macs(model, recipe.data.frames, recipe.data.size) / 1e9,
         "optimizer": recipe.optim.name, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
-        "epochs": f"{len(history)}/{recipe.train.epochs}" + (" (budget)" if stopped else ""),
+        "epochs": f"{len(history)}/{recipe.train.epochs}" + (" (budget)" if stopped else "")
+                  + (f" (train.minutes {recipe.train.minutes:g})" if recipe.train.minutes and not stopped
+                     and len(history) < recipe.train.epochs else ""),
         "minutes": history[-1]["minutes"] if history else None,
         "best_val_top1": best["val_top1"] if best else None,
         "best_epoch": best["epoch"] if best else None,
@@ -165,6 +167,7 @@ def run_recipe(name: str | Path, data: Path, runs: Path, budget_s: float, overri
         "train_clips_per_s": statistics.median(r["clips_per_s"] for r in history) if history else None,
         "per_class_val_top1": per_class,
         "history": history,
+        "run_dir": run_dir,
     }
 
 

@@ -40,8 +40,10 @@ STUDIES: dict[str, tuple[str, str, str]] = {
         "Every recipe trains with no overrides on each `edgevid data synth --style` default set (shapes: a polygon "
         "on a synthetic texture; photo: a patch of a real photograph moving over another under a panning camera; "
         "wild: photo plus 15-60 fps, 1.5-6 s, non-square frames and three codecs), stopping after the epoch that "
-        "passes its budget. Reported: best and final val top-1, train top-1 and the fit diagnosis `edgevid train` "
-        "prints. Targets: X3D-XS at least 90% val top-1 on every style within 15 minutes; the single-frame "
+        "passes its budget (a recipe with `train.minutes` fits its epochs and LR schedule to that time itself). "
+        "Reported: best and final val top-1, the best checkpoint's top-1 over 3 clips per video (`edgevid eval "
+        "--views 3x1`), train top-1 and the fit diagnosis `edgevid train` prints. Targets: X3D-XS at least 90% "
+        "val top-1 on every style within 15 minutes; the single-frame "
         "baseline at most 30% on each.",
         ".venv/bin/python -m benchmarks.bench_generalise --styles photo wild --recipes x3d_xs x3d_xs_1frame "
         "--budget-min 15 --budget x3d_xs_1frame=5",

@@ -86,7 +86,7 @@ def test_run_directory_and_checkpoint_metadata(runs, dataset):
     assert meta.sampling == "dense" and meta.extra["recipe"] == "tiny" and meta.extra["epoch"] == 2
     state = ckpt.train_state
     assert {"optimizer", "scheduler", "scaler", "rng", "epoch", "global_step", "best_top1", "recipe"} <= set(state)
-    assert state["scheduler"] == {"step_count": 6}
+    assert state["scheduler"] == {"step_count": 6, "total_steps": 6}
     assert isinstance(state["rng"][0]["numpy"][1], list) and len(state["rng"][0]["numpy"][1]) == 624
     best = load_checkpoint(run / "best.pt")
     assert best.meta.extra["val_top1"] == state["best_top1"]

@@ -178,6 +178,21 @@ def test_schedule_state_roundtrip_sets_optimizer_lr():
     assert all(g["lr"] == pytest.approx(sched.lr_at(30)) for g in other.optimizer.param_groups)
 
 
+def test_replan_moves_the_end_of_the_schedule_and_travels_in_its_state():
+    sched = _schedule()  # 10 warmup + 90 cosine steps
+    for _ in range(30):
+        sched.step()
+    sched.replan(50)
+    assert sched.lr == pytest.approx(0.2 * (1 + math.cos(math.pi * 20 / 40)))
+    assert sched.lr_at(50) == pytest.approx(0.0, abs=1e-12)
+    assert sched.lr_at(5) == pytest.approx(0.4 * 6 / 10)  # the warmup is unchanged
+    other = _schedule()
+    other.load_state_dict(sched.state_dict())
+    assert other.total_steps == 50 and other.lr == pytest.approx(sched.lr)
+    sched.replan(3)  # never inside the warmup
+    assert sched.total_steps == 10
+
+
 def test_no_weight_decay_on_biases_and_norms():
     model = torch.nn.Sequential(torch.nn.Conv3d(3, 4, 3), torch.nn.BatchNorm3d(4))
     optimizer = build_optimizer(model, OptimConfig(name="sgd", weight_decay=0.1), lr=0.1)

@@ -8,7 +8,7 @@ import pytest
 from edgevid.checkpoint import load_checkpoint
 from edgevid.data.synth import SynthConfig, generate_synth
 from edgevid.train import predict_video, train
-from edgevid.train.engine import FIT_THRESHOLDS, diagnose_fit, fit_line
+from edgevid.train.engine import FIT_THRESHOLDS, diagnose_fit, epochs_in_budget, fit_line, read_metrics
 from edgevid.train.recipe import load_recipe
 
 TINY = Path(__file__).parent.parent / "recipes" / "tiny.yaml"
@@ -62,3 +62,29 @@ def test_training_by_seconds_records_clip_seconds_and_the_fit_line(tmp_path, cap
     assert len(predict_video(run, video, topk=1)) == 1
     frames = train(TINY, data, tmp_path / "frames", overrides=["train.epochs=1"])
     assert load_checkpoint(frames / "last.pt").meta.clip_seconds is None  # the default stays a frame stride
+
+
+def test_epochs_in_budget_fits_the_median_of_the_recent_epochs():
+    # 10 minutes; the first epoch (decoding) took 60 s; the median of the other five is 25 s
+    assert epochs_in_budget(600, 197, [60, 20, 30, 25, 40, 22], 6, 100) == 6 + 403 // 25
+    assert epochs_in_budget(600, 60, [60], 1, 100) == 1 + 540 // 60  # only the first epoch to go by
+    assert epochs_in_budget(600, 590, [60, 20], 2, 100) == 2  # nothing more fits: the run ends
+    assert epochs_in_budget(600, 700, [60, 20], 2, 100) == 2
+    assert epochs_in_budget(6000, 80, [60, 20], 2, 10) == 10  # epochs caps the plan
+    assert epochs_in_budget(600, 0, [], 0, 40) == 40
+
+
+def test_a_time_budget_ends_the_run_and_its_schedule(tmp_path, capsys, one_thread):
+    data = tmp_path / "synth"
+    generate_synth(data, SynthConfig(classes=3, videos_per_class=2, val_per_class=1, frames=16, size=32),
+                   show_progress=False, overwrite=True)
+    run = train(TINY, data, tmp_path / "run", overrides=["train.epochs=50", "train.minutes=0.0001"])
+    rows = read_metrics(run)
+    assert len(rows) == 1 and rows[0]["val_top1"] is not None  # the last planned epoch is validated
+    assert rows[0]["elapsed_s"] > 0
+    state = load_checkpoint(run / "last.pt").train_state
+    assert state["scheduler"]["total_steps"] == state["scheduler"]["step_count"]  # annealed at the run's end
+    assert "1 epochs fitted train.minutes=0.0001" in capsys.readouterr().out
+    again = train(None, data, run, resume=True, overrides=["train.minutes=0.0001"])
+    assert len(read_metrics(again)) == 1
+    assert "resume with train.minutes=M" in capsys.readouterr().out

@@ -108,6 +108,8 @@ def test_default_space_follows_the_recipe_and_builds_valid_overrides():
     recipe = load_recipe(TINY, overrides)
     assert recipe.data.clip_seconds == 0.5 and recipe.data.sampling_stride is None
     assert recipe.optim.lr == 1e-05 and recipe.data.augment.scale == (0.3, 1.0)
+    assert "train.epochs" in space  # a recipe that trains for a time leaves its epochs to the budget
+    assert "train.epochs" not in default_space(load_recipe(TINY, ["train.minutes=5"]).resolved())
 
 
 def test_short_studies_leave_the_random_phase_early():

@@ -7,6 +7,9 @@ val top-1 included), ``curves.png`` and ``summary.json`` (best and last epoch an
 with the same optimiser, schedule, EMA, epoch counter and RNG states, so an interrupted run ends with the weights
 of an uninterrupted one (exactly on CPU with ``train.workers=0``; loader worker processes keep their own
 augmentation RNG, which restarts with them).
+
+With ``train.minutes`` the run fits its epochs to a wall-clock budget (:func:`epochs_in_budget`); every metric row
+records ``elapsed_s``, the training time so far (time between an interruption and its resume does not count).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import io
 import json
 import math
 import random
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,7 +51,7 @@ from edgevid.utils.console import console, progress
 from edgevid.utils.interrupts import set_interrupt_hint, train_hint
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_top1", "val_top5", "lr", "clips_per_s",
-                  "epoch_time_s", "eval_time_s", "skipped")
+                  "epoch_time_s", "eval_time_s", "elapsed_s", "skipped")
 EpochCallback = Callable[[dict[str, Any]], None]
 
 
@@ -171,6 +175,17 @@ def fit_line(diagnosis: dict[str, Any]) -> str:
     return f"fit: {diagnosis['verdict']}: {numbers}; {diagnosis['advice']}"
 
 
+def epochs_in_budget(budget_s: float, elapsed_s: float, epoch_walls: Sequence[float], done: int, cap: int) -> int:
+    """How many epochs a run with a wall-clock budget plans after ``done`` epochs took ``elapsed_s`` seconds: those
+    that fit in what is left at the median time of its last epochs (the first is left out once there are others:
+    it also decodes and caches the videos), at least ``done`` and at most ``cap``."""
+    if not epoch_walls:
+        return cap
+    recent = list(epoch_walls[1:] or epoch_walls)[-5:]
+    fit = math.floor(max(budget_s - elapsed_s, 0.0) / max(statistics.median(recent), 1e-9))
+    return max(done, min(cap, done + fit))
+
+
 def write_metrics(run_dir: Path, rows: Sequence[dict[str, Any]]) -> None:
     """``metrics.jsonl`` and ``metrics.csv`` with one row per epoch."""
     write_text_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
@@ -253,6 +268,9 @@ class Trainer:
         self.rows: list[dict[str, Any]] = []
         if checkpoint:
             self._restore(checkpoint.state_dict, checkpoint.train_state)
+        self.planned_epochs = cfg.epochs
+        self.elapsed_before = float(self.rows[-1].get("elapsed_s") or 0.0) if self.rows else 0.0
+        self._plan(self.elapsed_before, self.start_epoch)
         self.ddp = self._wrap_ddp()
 
     # -- construction
@@ -343,6 +361,20 @@ class Trainer:
         )
 
     # -- state
+    def _plan(self, elapsed_s: float, done: int, current_s: float | None = None) -> None:
+        """With ``train.minutes``: plan the epochs that fit the budget after ``done`` epochs and ``elapsed_s``
+        seconds (``current_s``: the duration so far of epoch ``done``, not yet in the rows) and end the LR
+        schedule at the last of them."""
+        cfg = self.recipe.train
+        if cfg.minutes is None:
+            return
+        walls = np.diff([0.0, *(float(r.get("elapsed_s") or 0.0) for r in self.rows)]).tolist()
+        walls += [current_s] if current_s is not None else []
+        planned = self.ctx.broadcast(epochs_in_budget(cfg.minutes * 60, elapsed_s, walls, done, cfg.epochs))
+        if planned != self.planned_epochs or self.scheduler.total_steps != planned * self.steps_per_epoch:
+            self.scheduler.replan(planned * self.steps_per_epoch)
+        self.planned_epochs = planned
+
     def _train_state(self, epoch: int, rng_states: list[dict[str, Any]]) -> dict[str, Any]:
         state = {
             "epoch": epoch, "global_step": self.global_step, "best_top1": self.best_top1,
@@ -415,7 +447,7 @@ class Trainer:
         start = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
         with progress(transient=True) if ctx.is_main else contextlib.nullcontext() as bar:
-            task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=batches, info="") if bar else None
+            task = bar.add_task(f"epoch {epoch + 1}/{self.planned_epochs}", total=batches, info="") if bar else None
             for index, batch in enumerate(self.train_loader):
                 clips, labels, bad = batch
                 skipped.extend(bad)
@@ -492,7 +524,7 @@ class Trainer:
 
     def fit(self, on_epoch_end: EpochCallback | None = None) -> Path:
         cfg, ctx = self.recipe.train, self.ctx
-        finished = self.start_epoch >= cfg.epochs
+        finished = self.start_epoch >= self.planned_epochs
         if ctx.is_main:
             if not finished:
                 self._announce()
@@ -504,21 +536,29 @@ class Trainer:
                 plot_curves(self.rows, self.run_dir / "curves.png",
                             title=f"{self.recipe_name} ({self.recipe.model.name})")
             if finished:
-                console.print(f"nothing to do: {self.run_dir} has finished its {cfg.epochs} epochs (best val top-1 "
-                              f"{self.best_top1:.1f}% at epoch {self.best_epoch}); to train longer, resume with "
-                              f"--epochs N (N > {cfg.epochs})", highlight=False, soft_wrap=True)
+                more = (f"train.minutes=M (M > {cfg.minutes:g})" if self.planned_epochs < cfg.epochs
+                        else f"--epochs N (N > {cfg.epochs})")
+                console.print(f"nothing to do: {self.run_dir} has finished its {self.planned_epochs} epochs (best val "
+                              f"top-1 {self.best_top1:.1f}% at epoch {self.best_epoch}); to train longer, resume with "
+                              f"{more}", highlight=False, soft_wrap=True)
         if finished:
             return self.run_dir
-        for epoch in range(self.start_epoch, cfg.epochs):
+        clock = time.perf_counter()
+        epoch = self.start_epoch
+        while epoch < self.planned_epochs:
             stats, skipped = self._train_epoch(epoch)
             row: dict[str, Any] = {"epoch": epoch + 1, **stats, "val_loss": None, "val_top1": None,
                                    "val_top5": None, "eval_time_s": None}
-            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            elapsed = self.elapsed_before + time.perf_counter() - clock
+            last_elapsed = float(self.rows[-1].get("elapsed_s") or 0.0) if self.rows else 0.0
+            self._plan(elapsed, epoch + 1, elapsed - last_elapsed)
+            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == self.planned_epochs:
                 val_stats, val_skipped = self._validate()
                 row.update(val_stats)
                 skipped += val_skipped
             skipped = distinct_skips(skipped)
             row["skipped"] = len(skipped)
+            row["elapsed_s"] = self.elapsed_before + time.perf_counter() - clock
             self._save(epoch + 1, row)
             if ctx.is_main:
                 write_metrics(self.run_dir, self.rows)
@@ -530,8 +570,11 @@ class Trainer:
                     on_epoch_end(row)
             self._report_short()
             ctx.barrier()
+            epoch += 1
         if ctx.is_main:
-            console.print(f"done: best val top-1 {self.best_top1:.1f}% at epoch {self.best_epoch}; "
+            within = (f" ({self.planned_epochs} epochs fitted train.minutes={cfg.minutes:g})"
+                      if cfg.minutes is not None and self.planned_epochs < cfg.epochs else "")
+            console.print(f"done: best val top-1 {self.best_top1:.1f}% at epoch {self.best_epoch}{within}; "
                           f"run directory {self.run_dir}", highlight=False)
             self._summarise()
         return self.run_dir
@@ -555,10 +598,12 @@ class Trainer:
 
     def _announce(self) -> None:
         cfg = self.recipe.train
+        budget = (f" (as many as fit in train.minutes={cfg.minutes:g}, {self.elapsed_before / 60:.1f} used)"
+                  if cfg.minutes is not None else "")
         console.print(
             f"training {self.recipe.model.name} ({len(self.classes)} classes, {len(self.train_set)} train / "
             f"{self.val_size} val clips) on {self.ctx.device} x{self.ctx.world_size}: "
-            f"epochs {self.start_epoch + 1}-{cfg.epochs}, effective batch {self.effective_batch}, "
+            f"epochs {self.start_epoch + 1}-{cfg.epochs}{budget}, effective batch {self.effective_batch}, "
             f"peak lr {self.scheduler.peak_lr:.2e}, {self.steps_per_epoch} steps/epoch -> {self.run_dir}",
             highlight=False,
         )

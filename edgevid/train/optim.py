@@ -50,8 +50,8 @@ def build_optimizer(model: nn.Module, config: OptimConfig, lr: float) -> torch.o
 
 class WarmupCosine:
     """Per-step LR: linear warmup from 0 to the peak over ``warmup_steps``, then cosine (or constant) down to
-    ``min_lr_ratio`` x peak at ``total_steps``. Its state is only the step count, so a resumed run that plans the
-    same number of steps follows the same curve. Each parameter group's rate is scaled by its ``lr_scale``; groups
+    ``min_lr_ratio`` x peak at ``total_steps`` (:meth:`replan` moves the end; the state holds it and the step
+    count, so a resumed run follows the same curve). Each parameter group's rate is scaled by its ``lr_scale``; groups
     marked ``backbone`` stay at 0 for the first ``head_warmup_steps`` (only the new head trains)."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, peak_lr: float, total_steps: int, warmup_steps: int,
@@ -92,11 +92,17 @@ class WarmupCosine:
         self.step_count += 1
         self._apply()
 
+    def replan(self, total_steps: int) -> None:
+        """End the schedule at ``total_steps`` instead (the warmup stays as it was)."""
+        self.total_steps = max(total_steps, self.warmup_steps, 1)
+        self._apply()
+
     def state_dict(self) -> dict[str, Any]:
-        return {"step_count": self.step_count}
+        return {"step_count": self.step_count, "total_steps": self.total_steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step_count = int(state["step_count"])
+        self.total_steps = int(state.get("total_steps", self.total_steps))
         self._apply()
 
 

@@ -122,9 +122,15 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    """Loop settings. ``ema`` is the EMA decay of the weights (null: no EMA); ``clip_grad`` a max grad norm."""
+    """Loop settings. ``ema`` is the EMA decay of the weights (null: no EMA); ``clip_grad`` a max grad norm.
+
+    ``minutes``: a wall-clock budget (null: none). ``epochs`` is then a cap: after every epoch the run plans as many
+    epochs as its measured epoch time fits in what is left, and the LR schedule ends at the last of them, so the
+    same recipe anneals fully on a small dataset or a slow machine instead of being cut off at high LR (a timed run
+    does not repeat step for step: its plan follows the clock)."""
 
     epochs: int = _bounded(30, ge=1)
+    minutes: float | None = _bounded(None, gt=0)
     batch_size: int = _bounded(8, ge=1)
     accum_steps: int = _bounded(1, ge=1)
     label_smoothing: float = _bounded(0.0, ge=0, lt=1)

@@ -2,8 +2,9 @@
 
 Each trial is an ordinary :func:`edgevid.train.train` run in ``OUT/trials/NNNN`` whose recipe is the base recipe
 plus dotted ``key=value`` overrides (the same mechanism as ``edgevid train``'s), one per searched parameter. It
-reports val top-1 after every epoch; the pruner stops trials that fall clearly behind, and a trial stops after the
-epoch that passes its time budget. The objective is the trial's best val top-1.
+reports val top-1 after every epoch; the pruner stops trials that fall clearly behind. A trial trains with
+``train.minutes`` at most its time budget (so its LR schedule ends within it) and stops after the epoch that passes
+the budget. The objective is the trial's best val top-1.
 
 The study lives in an Optuna RDB storage (``sqlite:///OUT/study.db`` by default): running the same command again
 continues it, and several processes or machines given the same ``--storage`` and ``--study`` share it. The total
@@ -129,7 +130,8 @@ def _span_seconds(recipe: Recipe) -> float:
 def default_space(recipe: Recipe) -> dict[str, Dimension]:
     """The searched keys for ``recipe`` (resolved): learning rate and weight decay (log), batch size and crop size
     (categorical around the recipe's), the span of a dense clip in seconds (``data.clip_seconds``, half to twice the
-    recipe's ``frames * stride / fps``), epochs up to the recipe's, and the augmentation strengths."""
+    recipe's ``frames * stride / fps``), epochs up to the recipe's (unless it trains for ``train.minutes``: then its
+    time budget decides them), and the augmentation strengths."""
     data, optim, cfg = recipe.data, recipe.optim, recipe.train
     space = [
         Dimension("optim.lr", *_around(optim.lr, 10.0), log=True),
@@ -141,8 +143,9 @@ def default_space(recipe: Recipe) -> dict[str, Dimension]:
     if data.sampling == "dense":  # segments sampling spreads the frames over the whole video: no span to search
         seconds = _span_seconds(recipe)
         space.append(Dimension("data.clip_seconds", *(round(s, 4) for s in _around(seconds, 2.0))))
+    if cfg.minutes is None:
+        space.append(Dimension("train.epochs", max(1, cfg.epochs // 2), cfg.epochs))
     space += [
-        Dimension("train.epochs", max(1, cfg.epochs // 2), cfg.epochs),
         Dimension("data.augment.scale[0]", min(0.25, data.augment.scale[1]), min(0.9, data.augment.scale[1])),
         Dimension("data.augment.stride_jitter", 0.0, 0.3),
     ]
@@ -510,6 +513,8 @@ def tune(recipe: str | Path | Recipe, data: str | Path, out: str | Path | None, 
         trial_recipe = parse_recipe(base.to_dict(), f"trial {trial.number}", searched)
         run_dir = out / "trials" / f"{trial.number:04d}"
         limit = max(min(trial_budget, clock.left()), 0.0)
+        own = trial_recipe.train.minutes  # the trial's schedule ends within its budget (not part of its recipe)
+        timed = [f"train.minutes={limit / 60:.6g}"] if own is None or own * 60 > limit else []
         for key, value in (("overrides", trial_overrides), ("run_dir", str(run_dir)), ("worker", _WORKER),
                            ("budget_s", limit)):
             trial.set_user_attr(key, value)
@@ -536,7 +541,10 @@ def tune(recipe: str | Path | Recipe, data: str | Path, out: str | Path | None, 
 
         stopped = "finished"
         try:
-            train(recipe, data, out=run_dir, overrides=trial_overrides, device=device, on_epoch_end=on_epoch_end)
+            train(recipe, data, out=run_dir, overrides=[*trial_overrides, *timed], device=device,
+                  on_epoch_end=on_epoch_end)
+            if trial.user_attrs.get("epochs", 0) < trial_recipe.train.epochs:  # its train.minutes ended it
+                stopped = "budget"
         except _TrialBudget:
             stopped = "budget"
         except RuntimeError as exc:  # e.g. out of memory at a large batch or crop: this trial fails, the study goes on
