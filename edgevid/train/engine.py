@@ -269,7 +269,7 @@ class Trainer:
         if checkpoint:
             self._restore(checkpoint.state_dict, checkpoint.train_state)
         self.planned_epochs = cfg.epochs
-        self.elapsed_before = float(self.rows[-1].get("elapsed_s") or 0.0) if self.rows else 0.0
+        self.elapsed_before = self._elapsed_marks()[-1]
         self._plan(self.elapsed_before, self.start_epoch)
         self.ddp = self._wrap_ddp()
 
@@ -361,19 +361,22 @@ class Trainer:
         )
 
     # -- state
-    def _plan(self, elapsed_s: float, done: int, current_s: float | None = None) -> None:
+    def _elapsed_marks(self) -> list[float]:
+        """Training seconds at the start and at the end of each recorded epoch."""
+        return [0.0, *(float(r.get("elapsed_s") or 0.0) for r in self.rows)]
+
+    def _plan(self, elapsed_s: float, done: int) -> None:
         """With ``train.minutes``: plan the epochs that fit the budget after ``done`` epochs and ``elapsed_s``
-        seconds (``current_s``: the duration so far of epoch ``done``, not yet in the rows) and end the LR
-        schedule at the last of them."""
+        seconds (past the last recorded epoch: epoch ``done`` is still being finished) and end the LR schedule at
+        the last of them."""
         cfg = self.recipe.train
         if cfg.minutes is None:
             return
-        walls = np.diff([0.0, *(float(r.get("elapsed_s") or 0.0) for r in self.rows)]).tolist()
-        walls += [current_s] if current_s is not None else []
-        planned = self.ctx.broadcast(epochs_in_budget(cfg.minutes * 60, elapsed_s, walls, done, cfg.epochs))
-        if planned != self.planned_epochs or self.scheduler.total_steps != planned * self.steps_per_epoch:
-            self.scheduler.replan(planned * self.steps_per_epoch)
-        self.planned_epochs = planned
+        marks = self._elapsed_marks()
+        walls = np.diff([*marks, elapsed_s] if elapsed_s > marks[-1] else marks).tolist()
+        self.planned_epochs = self.ctx.broadcast(epochs_in_budget(cfg.minutes * 60, elapsed_s, walls, done,
+                                                                  cfg.epochs))
+        self.scheduler.replan(self.planned_epochs * self.steps_per_epoch)
 
     def _train_state(self, epoch: int, rng_states: list[dict[str, Any]]) -> dict[str, Any]:
         state = {
@@ -549,9 +552,7 @@ class Trainer:
             stats, skipped = self._train_epoch(epoch)
             row: dict[str, Any] = {"epoch": epoch + 1, **stats, "val_loss": None, "val_top1": None,
                                    "val_top5": None, "eval_time_s": None}
-            elapsed = self.elapsed_before + time.perf_counter() - clock
-            last_elapsed = float(self.rows[-1].get("elapsed_s") or 0.0) if self.rows else 0.0
-            self._plan(elapsed, epoch + 1, elapsed - last_elapsed)
+            self._plan(self.elapsed_before + time.perf_counter() - clock, epoch + 1)
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == self.planned_epochs:
                 val_stats, val_skipped = self._validate()
                 row.update(val_stats)
