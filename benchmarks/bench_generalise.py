@@ -20,6 +20,7 @@ Targets (issue 25): X3D-XS >= 90% val top-1 on every style within 15 minutes; th
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -37,10 +38,18 @@ COLUMNS = ["recipe", "style", "changes", "input", "budget_min", "epochs", "minut
 VIEWS = (3, 1)  # best_val_top1_3clips: the best checkpoint on 3 clips spread over each video (edgevid eval --views 3x1)
 
 
-def style_data(style: str) -> Path:
-    """The default set of ``style`` (seed 0), generated once."""
-    root = ROOT / "runs" / "bench" / f"synth-{style}"
+def _current(root: Path, style: str) -> bool:
+    """``root`` holds a complete set written by this generator (photo/wild: with each video's event window)."""
     if not (root / "synth.json").is_file():
+        return False
+    videos = json.loads((root / "synth.json").read_text()).get("videos", {})
+    return style == "shapes" or all("event_s" in video for video in videos.values())
+
+
+def style_data(style: str) -> Path:
+    """The default set of ``style`` (seed 0), generated once (again when written before event windows)."""
+    root = ROOT / "runs" / "bench" / f"synth-{style}"
+    if not _current(root, style):
         console.print(f"generating edgevid data synth --style {style} into {root}")
         generate_synth(root, SynthConfig(style=style), workers=2, overwrite=root.exists())
     return root

@@ -48,6 +48,15 @@ STUDIES: dict[str, tuple[str, str, str]] = {
         ".venv/bin/python -m benchmarks.bench_generalise --styles photo wild --recipes x3d_xs x3d_xs_1frame "
         "--budget-min 15 --budget x3d_xs_1frame=5",
     ),
+    "event_coverage": (
+        "Event coverage: how much of each video's motion a sampled clip sees",
+        "Computed from the data, no training: for every val video of the `photo` and `wild` default sets, the share "
+        "of its event (the motion or fade, whose window `synth.json` records as `event_s`) between the first and "
+        "last frame of a clip, for dense clips of F frames over S seconds (`FxS`) and for F segments over the "
+        "whole video (`Fseg`): the centre clip training validates on and the best of the 3 clips of `edgevid eval "
+        "--views 3x1`. A clip that sees little of the motion cannot name the class, whatever the model.",
+        ".venv/bin/python -m benchmarks.event_coverage",
+    ),
     "tune": (
         "Tuning: `edgevid tune` on one style, the tuned recipe on the others",
         "`edgevid tune` searches X3D-XS's recipe (learning rate, weight decay, batch, crop size, clip seconds, "

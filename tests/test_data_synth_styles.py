@@ -85,6 +85,8 @@ def test_videos_decode_at_the_recorded_format(style, photo, wild):
         # MP4 may shorten the last H.264 frame's duration by a few ticks: fps (frames / duration) is then 30.02
         assert info.fps == pytest.approx(spec["fps"], rel=2e-3)
         assert info.duration == pytest.approx(spec["frames"] / spec["fps"], rel=2e-3)
+        start, end = spec["event_s"]
+        assert 0 <= start < end <= info.duration + 1e-3, name
         with av.open(str(root / name)) as container:
             assert container.streams.video[0].codec_context.name == spec["codec"]
         assert name.endswith(CODECS[spec["codec"]].suffix)
@@ -124,6 +126,21 @@ def test_motion_is_defined_in_seconds():
             assert np.allclose(getattr(slow, field), getattr(fast, field)[::4]), (kind, field)
 
 
+def test_track_records_when_the_class_changes():
+    """Outside its recorded event window a wild video's patch does not move, turn, zoom or fade; inside it does."""
+    t = np.arange(240) / 60  # 4 s: the 1.2-2.4 s motion leaves still frames around it
+    changing = {"move_left": "x", "move_up": "y", "rotate_clockwise": "angle", "zoom_out": "radius", "fade_in": "alpha"}
+    for kind, field in changing.items():
+        for seed in range(3):
+            track = photo_track(kind, np.random.default_rng(seed), t, 128, 96, wild=True)
+            start, end = track.event
+            values, inside = getattr(track, field), (t >= start) & (t <= end)
+            assert 0 <= start < end <= 4.0 and end - start < 4.0, kind
+            for outside in (t < start, t > end):
+                assert outside.sum() < 2 or np.ptp(values[outside]) < 1e-9, kind
+            assert np.ptp(values[inside]) > 0, kind
+
+
 def test_photo_motion_defines_the_class():
     t = np.arange(48) / 25
     track = {kind: photo_track(kind, np.random.default_rng(0), t, 128, 128, wild=False) for kind in PHOTO_CLASSES}
@@ -161,8 +178,8 @@ def test_photo_single_frames_look_alike_across_classes():
 def test_rendered_photo_rotations_turn_the_named_way():
     rng = np.random.default_rng(0)
     spec = VideoSpec(25, 96, 96, 16, "h264")
-    clockwise = [_clockwise_flow(render_photo_video("rotate_clockwise", rng, spec)) for _ in range(6)]
-    anticlockwise = [_clockwise_flow(render_photo_video("rotate_anticlockwise", rng, spec)) for _ in range(6)]
+    clockwise = [_clockwise_flow(render_photo_video("rotate_clockwise", rng, spec)[0]) for _ in range(6)]
+    anticlockwise = [_clockwise_flow(render_photo_video("rotate_anticlockwise", rng, spec)[0]) for _ in range(6)]
     assert min(clockwise) > 0 > max(anticlockwise)
 
 

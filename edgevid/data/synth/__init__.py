@@ -10,8 +10,9 @@ Output (each file written atomically): ``OUT/{train,val}/<class>/<class>_NNNN.<e
 also MPEG-4 .avi and MJPEG .mkv), ``train.csv`` and ``val.csv`` (``path,label``, paths relative to OUT),
 ``classes.txt`` and ``synth.json`` (written last: style, settings, classes, mirror-image class pairs for a
 recipe's flip augmentation, counts, the frame rates/sizes/codecs used and, for ``photo``/``wild``, each video's
-format and the photographs' source). Every video is a pure function of (seed, style, class, split, number), so
-the same seed gives the same frames; ``shapes`` output is byte-identical to the generator before styles existed.
+format, when its class's change happens (``event_s``: start and end in seconds) and the photographs' source).
+Every video is a pure function of (seed, style, class, split, number), so the same seed gives the same frames;
+``shapes`` output is byte-identical to the generator before styles existed.
 """
 
 from edgevid.data.synth.encode import CODECS, write_video

@@ -82,19 +82,21 @@ def _video_rng(seed: int, class_index: int, split: str, number: int, style: str 
     return np.random.default_rng(np.random.SeedSequence(key))
 
 
-def _make_video(job: tuple[SynthConfig, Path, int, str, int]) -> tuple[str, VideoSpec]:
+def _make_video(job: tuple[SynthConfig, Path, int, str, int]) -> tuple[str, VideoSpec, dict]:
+    """Render and write one video; returns its path, format and (photo/wild) when its class's change happens."""
     config, out, class_index, split, number = job
     name = config.class_names[class_index]
     rng = _video_rng(config.seed, class_index, split, number, config.style)
     if config.style == "shapes":
         spec = VideoSpec(config.fps, config.size, config.size, config.frames, "h264")
-        frames = render_video(name, rng, config.frames, config.size)
+        frames, info = render_video(name, rng, config.frames, config.size), {}
     else:
         spec = draw_spec(rng, config.style == "wild", config.frames, config.size, config.fps)
-        frames = render_photo_video(name, rng, spec, wild=config.style == "wild")
+        frames, track = render_photo_video(name, rng, spec, wild=config.style == "wild")
+        info = {"event_s": [round(track.event[0], 4), round(track.event[1], 4)]}
     relative = Path(split) / name / f"{name}_{number:04d}{spec.suffix}"
     write_video(out / relative, frames, spec.fps, codec=spec.codec)
-    return relative.as_posix(), spec
+    return relative.as_posix(), spec, info
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
@@ -130,7 +132,7 @@ def generate_synth(out: str | Path, config: SynthConfig | None = None, *, worker
     counts = {"train": config.videos_per_class, "val": config.val_per_class}
     jobs = [(config, out, c, split, n) for split in SPLITS for c in range(config.classes) for n in range(counts[split])]
     start = time.perf_counter()
-    written: list[tuple[str, VideoSpec]] = []
+    written: list[tuple[str, VideoSpec, dict]] = []
     with progress(transient=not show_progress) as bar:
         task = bar.add_task("synth videos", total=len(jobs), info=str(out), visible=show_progress)
         if workers > 1:
@@ -144,7 +146,7 @@ def generate_synth(out: str | Path, config: SynthConfig | None = None, *, worker
                 written.append(_make_video(job))
                 bar.advance(task)
     for split in SPLITS:
-        rows = [f"{path},{path.split('/')[1]}" for path, _ in written if path.startswith(f"{split}/")]
+        rows = [f"{path},{path.split('/')[1]}" for path, _, _ in written if path.startswith(f"{split}/")]
         write_text_atomic(out / f"{split}.csv", "path,label\n" + "".join(f"{row}\n" for row in rows))
     write_text_atomic(out / "classes.txt", "".join(f"{name}\n" for name in config.class_names))
     summary = {
@@ -155,13 +157,13 @@ def generate_synth(out: str | Path, config: SynthConfig | None = None, *, worker
         "classes": config.class_names,
         "mirror_classes": [list(pair) for pair in config.mirror_classes],
         "counts": {split: config.classes * counts[split] for split in SPLITS},
-        "choices": _choices([spec for _, spec in written]),
+        "choices": _choices([spec for _, spec, _ in written]),
         "seconds": round(time.perf_counter() - start, 2),
     }
     if config.style != "shapes":
         summary["photos"] = {"source": "scikit-image sample images (skimage/data in its wheel)",
                              "licences": "public domain or CC0 (see edgevid/data/synth/photo.py)",
                              "files": list(PHOTOS)}
-        summary["videos"] = {path: asdict(spec) for path, spec in written}
+        summary["videos"] = {path: {**asdict(spec), **info} for path, spec, info in written}
     write_json_atomic(out / "synth.json", summary)
     return summary

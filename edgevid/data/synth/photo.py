@@ -120,18 +120,22 @@ def draw_spec(rng: np.random.Generator, wild: bool, frames: int, size: int, fps:
 
 @dataclass
 class Track:
-    """Patch state per frame: centre (x, y) in pixels, half-size, angle (radians, clockwise on screen), opacity."""
+    """Patch state per frame: centre (x, y) in pixels, half-size, angle (radians, clockwise on screen), opacity;
+    ``event``: when the class's change happens, (start, end) in seconds within the video (the motion's window, the
+    fade's ramp, the whole video for ``shake``)."""
 
     x: np.ndarray
     y: np.ndarray
     radius: np.ndarray
     angle: np.ndarray
     alpha: np.ndarray
+    event: tuple[float, float]
 
 
-def _progress(rng: np.random.Generator, duration: float, wild: bool) -> tuple[Progress, float]:
-    """How far the motion has got (0..1) as a function of time, and the motion's length in seconds (1.2-2.4, at
-    most the video's); the motion runs unevenly in ``wild``. The draws do not depend on the frame rate."""
+def _progress(rng: np.random.Generator, duration: float, wild: bool) -> tuple[Progress, float, float]:
+    """How far the motion has got (0..1) as a function of time, the motion's start and its length in seconds
+    (1.2-2.4, at most the video's); the motion runs unevenly in ``wild``. The draws do not depend on the frame
+    rate."""
     window = min(duration, rng.uniform(1.2, 2.4))
     start = rng.uniform(0, duration - window)
     knots_t = np.array([0.0, 1.0])
@@ -144,7 +148,7 @@ def _progress(rng: np.random.Generator, duration: float, wild: bool) -> tuple[Pr
         knots_t = np.concatenate([[0.0], cuts, [1.0]])
         knots_u = np.concatenate([[0.0], np.cumsum(speeds * np.diff(knots_t))])
         knots_u /= knots_u[-1]
-    return lambda t: np.interp((t - start) / max(window, 1e-6), knots_t, knots_u), window
+    return lambda t: np.interp((t - start) / max(window, 1e-6), knots_t, knots_u), start, window
 
 
 def photo_track(kind: str, rng: np.random.Generator, t: np.ndarray, width: int, height: int,
@@ -153,7 +157,7 @@ def photo_track(kind: str, rng: np.random.Generator, t: np.ndarray, width: int, 
     ``height`` frame; the same seed gives the same motion at any frame rate."""
     duration = float(t[-1] + (t[1] - t[0] if len(t) > 1 else 0.0))
     side = min(width, height)
-    progress, window = _progress(rng, duration, wild)
+    progress, start, window = _progress(rng, duration, wild)
     u = progress(t)
     frozen = progress(rng.uniform(0, duration, size=4))  # a moment of the motion a still property freezes at
     small = rng.uniform(0.12, 0.17) * side
@@ -175,10 +179,14 @@ def photo_track(kind: str, rng: np.random.Generator, t: np.ndarray, width: int, 
     turn = np.deg2rad(rng.uniform(60, 120)) * window
     angle = rng.uniform(0, 2 * math.pi) + turn * (spin * u if spin else np.full(len(t), frozen[3]))
     fade_len = rng.uniform(0.2, 0.5)
-    fade = np.clip((t - rng.uniform(0.3, 0.7) * duration) / fade_len + 0.5, 0.0, 1.0)
+    fade_mid = rng.uniform(0.3, 0.7) * duration
+    fade = np.clip((t - fade_mid) / fade_len + 0.5, 0.0, 1.0)
     alpha = {"fade_in": fade, "fade_out": 1 - fade}.get(kind, np.ones(len(t)))
+    fade_window = (fade_mid - fade_len / 2, fade_mid + fade_len / 2)
+    event = {"fade_in": fade_window, "fade_out": fade_window, "shake": (0.0, duration)}.get(
+        kind, (start, start + window))
     x, y = (centre + offset).T
-    return Track(x, y, radius, angle, alpha)
+    return Track(x, y, radius, angle, alpha, (max(0.0, float(event[0])), min(duration, float(event[1]))))
 
 
 def _patch(rng: np.random.Generator, photo: np.ndarray, side: int) -> np.ndarray:
@@ -202,8 +210,10 @@ def _patch(rng: np.random.Generator, photo: np.ndarray, side: int) -> np.ndarray
     return np.dstack([rgb.astype(np.float32) * soft[..., None], soft])
 
 
-def render_photo_video(kind: str, rng: np.random.Generator, spec: VideoSpec, wild: bool = False) -> np.ndarray:
-    """uint8 RGB frames [frames, height, width, 3] of one ``photo`` (or ``wild``) video of class ``kind``."""
+def render_photo_video(kind: str, rng: np.random.Generator, spec: VideoSpec,
+                       wild: bool = False) -> tuple[np.ndarray, Track]:
+    """uint8 RGB frames [frames, height, width, 3] of one ``photo`` (or ``wild``) video of class ``kind``, and the
+    patch's track."""
     photos = load_photos()
     first = int(rng.integers(0, len(photos)))
     second = (first + int(rng.integers(1, _PATCH_PHOTOS))) % _PATCH_PHOTOS  # no texture patch on a texture
@@ -244,4 +254,4 @@ def render_photo_video(kind: str, rng: np.random.Generator, spec: VideoSpec, wil
         frame = frame * gain[f] + noise[picks[f]]
         np.clip(frame, 0, 255, out=frame)
         video[f] = frame.astype(np.uint8)
-    return video
+    return video, track
