@@ -12,12 +12,18 @@ segments over the whole video). Reported per style and setting: mean coverage an
 coverage under 25% and under 50%, for the centre clip and for the best of the 3 clips ``edgevid eval --views 3x1``
 takes (it averages their scores, so the best of 3 is an upper bound). Computed from the data, no training:
 results in ``benchmarks/results/<machine>/event_coverage.*``.
+
+``--trimmed OUT`` also writes list files of a style's videos (``--trim-style``, default wild) trimmed to their
+events (``OUT/{train,val}.csv`` with ``start,end`` columns: the event window, widened to at least
+``--min-seconds`` within the video), so that ``edgevid train -d OUT`` shows what a model learns when every clip
+holds the motion.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +31,7 @@ import numpy as np
 from benchmarks.bench_generalise import style_data
 from benchmarks.common import machine_info, write_results
 from edgevid.data.sampling import video_stride, view_indices
+from edgevid.utils.atomic import write_text_atomic
 from edgevid.utils.console import console, make_table
 
 COLUMNS = ["style", "clip", "videos", "centre_mean", "centre_under_25", "centre_under_50", "best_of_3_mean",
@@ -74,10 +81,35 @@ def style_rows(style: str, clips: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
+def write_trimmed(style: str, out: Path, min_seconds: float) -> Path:
+    """List files of ``style``'s default set with each video cut to its event window (at least ``min_seconds``)."""
+    root = style_data(style)
+    meta = json.loads((root / "synth.json").read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "val"):
+        lines = ["path,label,start,end"]
+        for path, video in meta["videos"].items():
+            if not path.startswith(f"{split}/"):
+                continue
+            duration = video["frames"] / video["fps"]
+            start, end = video["event_s"]
+            width = min(max(end - start, min_seconds), duration)
+            start = min(max(0.0, (start + end - width) / 2), duration - width)
+            lines.append(f"{(root / path).resolve()},{path.split('/')[1]},{start:.3f},{start + width:.3f}")
+        write_text_atomic(out / f"{split}.csv", "\n".join(lines) + "\n")
+    write_text_atomic(out / "classes.txt", "".join(f"{name}\n" for name in meta["classes"]))
+    write_text_atomic(out / "mirror_classes.txt", "".join(f"{a}, {b}\n" for a, b in meta["mirror_classes"]))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--styles", nargs="+", default=["photo", "wild"], choices=["photo", "wild"])
     parser.add_argument("--clips", nargs="+", default=DEFAULT_CLIPS, help="Settings: FxS (dense) or Fseg.")
+    parser.add_argument("--trimmed", type=Path, default=None, metavar="OUT",
+                        help="Also write list files of --trim-style's videos trimmed to their events here.")
+    parser.add_argument("--trim-style", default="wild", choices=["photo", "wild"], help="The style --trimmed cuts.")
+    parser.add_argument("--min-seconds", type=float, default=1.28, help="Shortest trimmed segment (--trimmed).")
     args = parser.parse_args()
     for clip in args.clips:
         try:
@@ -92,6 +124,9 @@ def main() -> None:
              "F segments over the whole video.")
     write_results("event_coverage", rows, machine_info(), notes=notes, columns=COLUMNS)
     console.print(make_table(rows, COLUMNS, title="event coverage of sampled clips (val videos)"))
+    if args.trimmed is not None:
+        out = write_trimmed(args.trim_style, args.trimmed, args.min_seconds)
+        console.print(f"{args.trim_style} videos trimmed to their events: edgevid train -d {out}", highlight=False)
 
 
 if __name__ == "__main__":

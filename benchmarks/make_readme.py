@@ -60,8 +60,9 @@ STUDIES: dict[str, tuple[str, str, str]] = {
     "tune": (
         "Tuning: `edgevid tune` on one style, the tuned recipe on the others",
         "`edgevid tune` searches X3D-XS's recipe (learning rate, weight decay, batch, crop size, clip seconds, "
-        "epochs, augmentation) for 60 minutes on one synth style, 10 minutes per trial, TPE sampler and median "
-        "pruner, its first trial the shipped recipe's own values. The best trial's recipe then trains like a "
+        "augmentation; not epochs: the recipe trains for a time) for 60 minutes on one synth style, 10 minutes per "
+        "trial, each trial ending its LR schedule within its budget, TPE sampler and median pruner, its first "
+        "trial the shipped recipe's own values. The best trial's recipe then trains like a "
         "shipped recipe (15 minutes, no overrides) on every style, beside the shipped recipe's `generalise` rows. "
         "Target: the tuned recipe not worse than the shipped one on the styles it was not tuned on.",
         ".venv/bin/python -m benchmarks.bench_tune --style photo --budget-min 60 --trial-min 10 --measure-min 15",
