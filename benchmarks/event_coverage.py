@@ -63,9 +63,9 @@ def style_rows(style: str, clips: list[str]) -> list[dict[str, Any]]:
     rows = []
     for clip in clips:
         frames, seconds = parse_clip(clip)
+        mode = "dense" if seconds is not None else "segments"
         centre, best = [], []
         for video in videos:
-            mode = "dense" if seconds is not None else "segments"
             stride = video_stride(1.0, frames, video["fps"], seconds, video["frames"]) if seconds else 1.0
             views = [coverage(i, video["fps"], video["event_s"])
                      for i in view_indices(video["frames"], frames, stride, mode, 3)]
