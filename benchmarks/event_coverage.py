@@ -81,9 +81,8 @@ def style_rows(style: str, clips: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def write_trimmed(style: str, out: Path, min_seconds: float) -> Path:
-    """List files of ``style``'s default set with each video cut to its event window (at least ``min_seconds``)."""
-    root = style_data(style)
+def write_trimmed(root: Path, out: Path, min_seconds: float) -> Path:
+    """List files of the synth set in ``root`` with each video cut to its event window (at least ``min_seconds``)."""
     meta = json.loads((root / "synth.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
     for split in ("train", "val"):
@@ -125,7 +124,7 @@ def main() -> None:
     write_results("event_coverage", rows, machine_info(), notes=notes, columns=COLUMNS)
     console.print(make_table(rows, COLUMNS, title="event coverage of sampled clips (val videos)"))
     if args.trimmed is not None:
-        out = write_trimmed(args.trim_style, args.trimmed, args.min_seconds)
+        out = write_trimmed(style_data(args.trim_style), args.trimmed, args.min_seconds)
         console.print(f"{args.trim_style} videos trimmed to their events: edgevid train -d {out}", highlight=False)
 
 

@@ -57,6 +57,14 @@ STUDIES: dict[str, tuple[str, str, str]] = {
         "--views 3x1`. A clip that sees little of the motion cannot name the class, whatever the model.",
         ".venv/bin/python -m benchmarks.event_coverage",
     ),
+    "wild_formats": (
+        "Wild's formats: which one costs accuracy",
+        "`wild`'s motions (uneven speeds, pauses, 1.5-6 s videos) with one format factor at a time drawn per video "
+        "as in `wild` (frame size and aspect, frame rate, codec) and the others as `photo`'s (128x128, 25 fps, "
+        "H.264): `edgevid data synth --style wild --vary F`. Every video is trimmed to its motion, so clip coverage "
+        "is not what differs, and X3D-XS's shipped recipe trains on each for 10 minutes.",
+        ".venv/bin/python -m benchmarks.wild_formats --minutes 10",
+    ),
     "tune": (
         "Tuning: `edgevid tune` on one style, the tuned recipe on the others",
         "`edgevid tune` searches X3D-XS's recipe (learning rate, weight decay, batch, crop size, clip seconds, "

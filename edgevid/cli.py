@@ -369,6 +369,9 @@ def data_synth_cmd(
     size: int = typer.Option(128, "--size", help="Frame width and height in pixels, even (wild: scales its sizes)."),
     fps: int = typer.Option(25, "--fps", help="Frame rate of the files (wild draws 15/24/30/60 per video)."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same videos."),
+    vary: str = typer.Option("size,fps,codec", "--vary",
+                             help="wild: the format factors each video draws (size, fps, codec; comma-separated, "
+                                  "'none' for none); the others keep photo's (SIZE squared, 25 fps, H.264)."),
     workers: int = typer.Option(2, "--workers", help="Processes rendering and encoding videos."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier synth dataset in OUT."),
 ) -> None:
@@ -382,7 +385,8 @@ def data_synth_cmd(
     from edgevid.data.synth import SynthConfig, generate_synth
 
     config = SynthConfig(classes=classes, videos_per_class=videos_per_class, val_per_class=val_per_class,
-                         frames=frames, size=size, fps=fps, seed=seed, style=style)
+                         frames=frames, size=size, fps=fps, seed=seed, style=style,
+                         vary=tuple(f.strip() for f in vary.split(",") if f.strip() and vary.strip() != "none"))
     summary = generate_synth(out, config, workers=workers, overwrite=overwrite)
     counts = summary["counts"]
     console.print(f"wrote {counts['train']} train + {counts['val']} val {style} videos of {len(summary['classes'])} "

@@ -117,6 +117,21 @@ def test_wild_varies_formats(wild):
     assert min(seconds) >= 1.5 * 12 / 48 - 0.05 and max(seconds) <= 6 * 12 / 48 + 0.05
 
 
+def test_wild_vary_keeps_the_motion_and_photo_format_for_the_other_factors(wild, tmp_path):
+    """--vary size: wild's frame sizes, photo's 25 fps and H.264, and each video's motion at the same time."""
+    out = tmp_path / "size"
+    generate_synth(out, SynthConfig(**{**TINY, "classes": 11, "videos_per_class": 1}, style="wild", vary=("size",)),
+                   workers=2, show_progress=False)
+    full, sized = (json.loads((root / "synth.json").read_text())["videos"] for root in (wild, out))
+    assert {s["fps"] for s in sized.values()} == {25} and {s["codec"] for s in sized.values()} == {"h264"}
+    pairs = {path.rsplit(".", 1)[0]: spec for path, spec in sized.items()}
+    for path, spec in full.items():
+        same = pairs[path.rsplit(".", 1)[0]]
+        assert (same["width"], same["height"]) == (spec["width"], spec["height"])
+        assert abs(same["frames"] / 25 - spec["frames"] / spec["fps"]) <= 0.5 / 15 + 0.5 / 25
+        assert np.allclose(same["event_s"], spec["event_s"], atol=0.05)
+
+
 def test_motion_is_defined_in_seconds():
     """The same seed at 15 and 60 fps over 2 s gives the same motion at the shared moments."""
     for kind in (*PHOTO_CLASSES, "shake"):
@@ -190,6 +205,12 @@ def test_bad_style_and_settings(tmp_path, capsys):
         SynthConfig(style="wild", fps=30)
     with pytest.raises(EdgevidError, match=r"2\.\.11 for --style wild"):
         SynthConfig(style="wild", classes=12)
+    with pytest.raises(EdgevidError, match="--vary applies to --style wild only"):
+        SynthConfig(style="photo", vary=("fps",))
+    SynthConfig(style="wild", fps=30, vary=("size", "codec"))  # photo's frame rate is --fps when fps is not drawn
+    assert main(["data", "synth", str(tmp_path / "v"), "--style", "wild", "--vary", "size,colour"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "--vary" in err and "colour" in err and len(err.splitlines()) == 1 and "Traceback" not in err
     assert main(["data", "synth", str(tmp_path / "x"), "--style", "cartoon"]) == 1
     err = capsys.readouterr().err.strip()
     assert "--style" in err and "cartoon" in err and len(err.splitlines()) == 1 and "Traceback" not in err

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from edgevid.data import AugmentConfig, ClipAugment, eval_transform, mix_batch, normalize
-from edgevid.data.transforms import RANDAUGMENT_OPS, color_jitter
+from edgevid.data.transforms import RANDAUGMENT_OPS, color_jitter, random_resized_box
 from edgevid.errors import EdgevidError
 
 MEAN, STD = (0.45, 0.4, 0.35), (0.25, 0.2, 0.225)
@@ -71,6 +71,41 @@ def test_flip_swaps_mirror_class_labels():
     for seed in range(20):
         out, _ = no_flip(clip, 0, np.random.default_rng(seed))
         assert out[0, 0, :, 16:].mean() > out[0, 0, :, :16].mean()
+
+
+def test_reverse_plays_paired_classes_backwards_and_swaps_their_labels():
+    """A clip that brightens frame by frame (zoom_in) reversed darkens (zoom_out); unpaired classes stay as they are."""
+    clip = np.stack([np.full((32, 32, 3), 40 * t, dtype=np.uint8) for t in range(4)])
+    augment = AugmentConfig(scale=(1.0, 1.0), aspect=(1.0, 1.0), flip=False,
+                            reverse_classes=[("zoom_in", "zoom_out")])
+    transform = ClipAugment(32, MEAN, STD, augment, ["zoom_in", "zoom_out", "shake"])
+    seen = set()
+    for seed in range(40):
+        out, label = transform(clip, 0, np.random.default_rng(seed))
+        backwards = bool(out[0, 0].mean() > out[0, -1].mean())
+        assert label == (1 if backwards else 0)
+        seen.add(backwards)
+        out, label = transform(clip, 2, np.random.default_rng(seed))
+        assert label == 2 and out[0, 0].mean() < out[0, -1].mean()
+    assert seen == {True, False}
+    with pytest.raises(EdgevidError, match="reverse_classes names 'open'"):
+        AugmentConfig(reverse_classes=[("open", "close")]).reverse_map(["close", "zoom_in"])
+
+
+@pytest.mark.parametrize(("height", "width"), [(108, 192), (160, 120), (128, 128)])
+def test_random_resized_crop_keeps_the_eval_views_scale_on_any_frame_shape(height, width):
+    """Crops of a 16:9 or portrait frame have the area and aspect asked for, relative to the short side's square,
+    and roam the whole frame; they are not one centre crop squeezed to a square."""
+    side = min(height, width)
+    boxes = np.array([random_resized_box(height, width, (0.7, 1.0), (0.75, 1.333), np.random.default_rng(seed))
+                      for seed in range(200)])
+    y, x, h, w = boxes.T
+    assert (y >= 0).all() and (x >= 0).all() and (y + h <= height).all() and (x + w <= width).all()
+    assert (h * w >= 0.69 * side * side).all() and (h * w <= 1.01 * side * side).all()
+    assert (w / h >= 0.74).all() and (w / h <= 1.34).all()
+    assert len({(a, b) for a, b in zip(y, x, strict=True)}) > 20  # positions vary
+    if width > height:
+        assert x.min() <= 5 and (x + w).max() >= width - 5  # both sides of a wide frame are seen
 
 
 def test_eval_transform_crops_the_centre_and_normalises():

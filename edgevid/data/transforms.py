@@ -6,7 +6,8 @@ on the whole clip at once) and become float32 [3, T, S, S] only at normalisation
 Training (:class:`ClipAugment`): random resized crop (area fraction ``scale``, aspect ratio ``aspect``
 log-uniform, as in Inception/torchvision) or, when ``short_side`` is set, short-side scale jitter (resize the
 short side to ``U(short_side)``, then a random ``size x size`` crop, as in SlowFast/X3D); horizontal flip with
-probability 0.5 that swaps the labels of ``mirror_classes`` pairs; colour jitter; RandAugment; normalisation.
+probability 0.5 that swaps the labels of ``mirror_classes`` pairs; time reversal of ``reverse_classes`` pairs;
+colour jitter; RandAugment; normalisation.
 Mixup and cutmix act on whole batches (:func:`mix_batch`). Evaluation (:func:`eval_transform`): short-side
 resize to ``size``, centre crop, normalisation.
 """
@@ -29,9 +30,13 @@ from edgevid.errors import EdgevidError
 class AugmentConfig:
     """Training augmentation; every random choice is drawn once per clip and applied to all its frames.
 
-    ``scale``/``aspect``: random-resized-crop area fraction and aspect-ratio ranges. ``short_side``: (min, max)
-    pixels for short-side scale jitter instead of the random resized crop. ``flip``: random horizontal flip;
+    ``scale``/``aspect``: random-resized-crop area (a fraction of the short side's square) and aspect-ratio
+    ranges. ``short_side``: (min, max) pixels for short-side scale jitter instead of the random resized crop.
+    ``flip``: random horizontal flip;
     ``mirror_classes``: class-name pairs whose labels swap when a clip is flipped (e.g. move_left/move_right).
+    ``reverse_classes``: class-name pairs each of which is the other played backwards (e.g. zoom_in/zoom_out,
+    open/close); a clip of either is reversed in time with probability 0.5 and takes the other's label. Clips of
+    other classes are never reversed.
     ``color_jitter``: strength c; brightness, contrast and saturation factors ~ U(1-c, 1+c), hue shift
     ~ U(-c/4, c/4) of a full turn, in random order; 0 disables. ``randaugment``: (ops per clip, magnitude 0-10).
     ``stride_jitter``: sampling stride scaled by U(1-j, 1+j). ``mixup_alpha``/``cutmix_alpha``: Beta(alpha, alpha)
@@ -42,6 +47,7 @@ class AugmentConfig:
     aspect: tuple[float, float] = (0.75, 1.333)
     flip: bool = True
     mirror_classes: list[tuple[str, str]] = field(default_factory=list)
+    reverse_classes: list[tuple[str, str]] = field(default_factory=list)
     color_jitter: float = 0.0
     randaugment: tuple[int, int] | None = None
     stride_jitter: float = 0.0
@@ -53,6 +59,7 @@ class AugmentConfig:
         self.scale = _pair(self.scale, "scale", float)
         self.aspect = _pair(self.aspect, "aspect", float)
         self.mirror_classes = [_pair(p, "mirror_classes entry", str) for p in self.mirror_classes]
+        self.reverse_classes = [_pair(p, "reverse_classes entry", str) for p in self.reverse_classes]
         if self.randaugment is not None:
             self.randaugment = _pair(self.randaugment, "randaugment", int)
             if self.randaugment[0] < 0 or not 0 <= self.randaugment[1] <= 10:
@@ -74,14 +81,22 @@ class AugmentConfig:
 
     def mirror_map(self, classes: Sequence[str]) -> np.ndarray:
         """Label permutation applied on a horizontal flip (identity except for ``mirror_classes`` pairs)."""
-        mapping = np.arange(len(classes))
-        position = {name: i for i, name in enumerate(classes)}
-        for a, b in self.mirror_classes:
-            for name in (a, b):
-                if name not in position:
-                    raise EdgevidError(f"augment mirror_classes names {name!r}, which is not one of the classes")
-            mapping[position[a]], mapping[position[b]] = position[b], position[a]
-        return mapping
+        return _swap_map(self.mirror_classes, classes, "mirror_classes")
+
+    def reverse_map(self, classes: Sequence[str]) -> np.ndarray:
+        """Label permutation applied on a time reversal (identity except for ``reverse_classes`` pairs)."""
+        return _swap_map(self.reverse_classes, classes, "reverse_classes")
+
+
+def _swap_map(pairs: Sequence[tuple[str, str]], classes: Sequence[str], name: str) -> np.ndarray:
+    mapping = np.arange(len(classes))
+    position = {label: i for i, label in enumerate(classes)}
+    for a, b in pairs:
+        for label in (a, b):
+            if label not in position:
+                raise EdgevidError(f"augment {name} names {label!r}, which is not one of the classes")
+        mapping[position[a]], mapping[position[b]] = position[b], position[a]
+    return mapping
 
 
 def _pair(value, name: str, kind: type) -> tuple:
@@ -147,8 +162,15 @@ def eval_transform(size: int, mean: Sequence[float], std: Sequence[float]) -> Ca
 # ---------------------------------------------------------------------------------------------- training crops
 def random_resized_box(height: int, width: int, scale: tuple[float, float], aspect: tuple[float, float],
                        rng: np.random.Generator) -> tuple[int, int, int, int]:
-    """Inception-style random crop ``(y, x, h, w)``: area fraction in ``scale``, log-uniform aspect ratio."""
-    area = height * width
+    """Inception-style random crop ``(y, x, h, w)``: log-uniform aspect ratio in ``aspect``, area a ``scale``
+    fraction of the short side's square (what evaluation's centre crop sees: the whole frame when it is square),
+    anywhere in the frame; after 10 draws that do not fit, that centre square.
+
+    Measured against the whole frame's area instead, a 16:9 frame's draws at ``scale`` (0.7, 1) rarely fit, and
+    training saw one fixed centre crop squeezed by ``aspect[1]`` while evaluation saw it unsqueezed.
+    """
+    side = min(height, width)
+    area = side * side
     log_aspect = (math.log(aspect[0]), math.log(aspect[1]))
     for _ in range(10):
         target = area * rng.uniform(*scale)
@@ -157,14 +179,7 @@ def random_resized_box(height: int, width: int, scale: tuple[float, float], aspe
         h = round(math.sqrt(target / ratio))
         if 0 < w <= width and 0 < h <= height:
             return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
-    ratio = width / height
-    if ratio < aspect[0]:
-        w, h = width, round(width / aspect[0])
-    elif ratio > aspect[1]:
-        h, w = height, round(height * aspect[1])
-    else:
-        h, w = height, width
-    return (height - h) // 2, (width - w) // 2, h, w
+    return (height - side) // 2, (width - side) // 2, side, side
 
 
 def short_side_jitter_box(height: int, width: int, size: int, short_side: tuple[int, int],
@@ -332,6 +347,7 @@ class ClipAugment:
         self.std = std
         self.augment = augment
         self.mirror = augment.mirror_map(classes)
+        self.reverse = augment.reverse_map(classes)
 
     def __call__(self, frames: np.ndarray, label: int, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
         aug = self.augment
@@ -344,6 +360,9 @@ class ClipAugment:
         if aug.flip and rng.random() < 0.5:
             clip = np.ascontiguousarray(clip[:, :, ::-1])
             label = int(self.mirror[label])
+        if self.reverse[label] != label and rng.random() < 0.5:
+            clip = np.ascontiguousarray(clip[::-1])
+            label = int(self.reverse[label])
         if aug.color_jitter > 0:
             clip = color_jitter(clip, aug.color_jitter, rng)
         if aug.randaugment is not None:

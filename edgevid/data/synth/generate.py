@@ -17,6 +17,7 @@ from edgevid.data.synth.photo import (
     PHOTO_MIRROR_PAIRS,
     PHOTOS,
     WILD_CLASSES,
+    WILD_FACTORS,
     VideoSpec,
     draw_spec,
     load_photos,
@@ -47,6 +48,7 @@ class SynthConfig:
     fps: int = _DEFAULT_FPS
     seed: int = 0
     style: str = "shapes"
+    vary: tuple[str, ...] = WILD_FACTORS
 
     def __post_init__(self) -> None:
         if self.style not in STYLES:
@@ -62,8 +64,15 @@ class SynthConfig:
             raise EdgevidError(f"synth --size must be an even number >= 32 (H.264 yuv420p), got {self.size}")
         if not 1 <= self.fps <= 240:
             raise EdgevidError(f"synth --fps must be 1..240, got {self.fps}")
-        if self.style == "wild" and self.fps != _DEFAULT_FPS:
-            raise EdgevidError("synth --fps does not apply to --style wild (each video draws 15, 24, 30 or 60 fps)")
+        if self.style == "wild" and "fps" in self.vary and self.fps != _DEFAULT_FPS:
+            raise EdgevidError("synth --fps does not apply to --style wild unless --vary leaves out fps (each video "
+                               "draws 15, 24, 30 or 60 fps)")
+        object.__setattr__(self, "vary", tuple(self.vary))  # a list when read back from synth.json
+        unknown = [factor for factor in self.vary if factor not in WILD_FACTORS]
+        if unknown:
+            raise EdgevidError(f"synth --vary takes factors among {', '.join(WILD_FACTORS)}, got {', '.join(unknown)}")
+        if self.style != "wild" and set(self.vary) != set(WILD_FACTORS):
+            raise EdgevidError(f"synth --vary applies to --style wild only, not {self.style}")
 
     @property
     def class_names(self) -> list[str]:
@@ -91,7 +100,7 @@ def _make_video(job: tuple[SynthConfig, Path, int, str, int]) -> tuple[str, Vide
         spec = VideoSpec(config.fps, config.size, config.size, config.frames, "h264")
         frames, info = render_video(name, rng, config.frames, config.size), {}
     else:
-        spec = draw_spec(rng, config.style == "wild", config.frames, config.size, config.fps)
+        spec = draw_spec(rng, config.style == "wild", config.frames, config.size, config.fps, config.vary)
         frames, track = render_photo_video(name, rng, spec, wild=config.style == "wild")
         info = {"event_s": [round(track.event[0], 4), round(track.event[1], 4)]}
     relative = Path(split) / name / f"{name}_{number:04d}{spec.suffix}"

@@ -58,6 +58,7 @@ PHOTO_SIDE = 256  # photographs are scaled once so their shorter side has this m
 WILD_FPS = (15, 24, 30, 60)
 WILD_SIZES = ((160, 120), (192, 108), (128, 128), (120, 160))  # (width, height) at --size 128
 WILD_SECONDS = (1.5, 6.0)  # at --frames 48
+WILD_FACTORS = ("size", "fps", "codec")  # the format factors a wild video draws (SynthConfig.vary)
 Progress = Callable[[np.ndarray], np.ndarray]
 _MOVES = {"move_left": (0, -1), "move_right": (0, 1), "move_up": (1, -1), "move_down": (1, 1)}
 _SPINS = {"rotate_clockwise": 1.0, "rotate_anticlockwise": -1.0}
@@ -103,19 +104,27 @@ def load_photos() -> tuple[np.ndarray, ...]:
     return tuple(images)
 
 
-def draw_spec(rng: np.random.Generator, wild: bool, frames: int, size: int, fps: int) -> VideoSpec:
-    """The video's format: the settings for ``photo``, a random draw scaled by ``frames``/``size`` for ``wild``."""
+def draw_spec(rng: np.random.Generator, wild: bool, frames: int, size: int, fps: int,
+              vary: tuple[str, ...] = WILD_FACTORS) -> VideoSpec:
+    """The video's format: the settings for ``photo``, a random draw scaled by ``frames``/``size`` for ``wild``.
+
+    ``vary`` (wild): the factors of :data:`WILD_FACTORS` taken from the draw; the others keep photo's (``size``
+    squared, ``fps``, H.264). Every factor is drawn either way, so the rest of the video draws the same motion.
+    """
     if not wild:
         return VideoSpec(fps, size, size, frames, "h264")
     rate = int(rng.choice(WILD_FPS))
     seconds = rng.uniform(*WILD_SECONDS) * frames / 48
     width, height = WILD_SIZES[int(rng.integers(0, len(WILD_SIZES)))]
     codec = list(CODECS)[int(rng.integers(0, len(CODECS)))]
+    rate = rate if "fps" in vary else fps
+    width, height = (width, height) if "size" in vary else (128, 128)
 
     def even(value: float) -> int:
         return max(16, 2 * round(value * size / 128 / 2))
 
-    return VideoSpec(rate, even(width), even(height), max(8, round(seconds * rate)), codec)
+    return VideoSpec(rate, even(width), even(height), max(8, round(seconds * rate)),
+                     codec if "codec" in vary else "h264")
 
 
 @dataclass
