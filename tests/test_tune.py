@@ -243,7 +243,9 @@ def test_ctrl_c_then_the_same_command_continues_the_study(dataset, tmp_path):
     # every trial stops at its 5 s budget (far from its 100+ epochs): trial 1 is stopped by Ctrl-C well before that
     args = _cli("--data", str(dataset), "--budget", "5m", "--trial-budget", "5s", "--out", str(out), "--trials", "3",
                 "train.epochs=200")
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    # the child gets Ctrl-C's default action even when this runner ignores SIGINT (a shell's background job does)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for(out / "trials" / "0001" / "metrics.jsonl", proc)  # trial 0 is done, trial 1 has run one epoch
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
