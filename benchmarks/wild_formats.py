@@ -1,7 +1,7 @@
 """Which of ``wild``'s video formats costs accuracy: its motions with one format factor varied at a time.
 
     .venv/bin/python -m benchmarks.wild_formats [--variants none size fps codec size,fps,codec] [--minutes 10]
-        [--init CHECKPOINT] [--tag TEXT]
+        [--init CHECKPOINT] [--tag TEXT] [--set KEY=VALUE ...]
 
 A ``wild`` video draws a frame size (160x120, 192x108, 128x128, 120x160), a frame rate (15/24/30/60 fps) and a
 codec (H.264 .mp4, MPEG-4 .avi, MJPEG .mkv). ``edgevid data synth --style wild --vary F`` draws them all but keeps
@@ -17,7 +17,8 @@ first sits at chance for minutes, and when it leaves that plateau varies from ru
 may; from motion features, learning starts at once.
 
 Results: ``benchmarks/results/<machine>/wild_formats.*``; rows merge with earlier runs by variant, minutes, init and
-``--tag`` (a note on what else differs, e.g. the code a row was measured with).
+``--tag`` (a note on what else differs, e.g. the code a row was measured with) and ``--set`` (recipe overrides to
+screen, e.g. ``data.augment.aspect=[1,1]``).
 One run per variant on a shared 2-core machine: differences of a few points are within run-to-run spread.
 """
 
@@ -35,8 +36,8 @@ from edgevid.data.synth import WILD_FACTORS, SynthConfig, generate_synth
 from edgevid.train.engine import diagnose_fit
 from edgevid.utils.console import console, make_table
 
-COLUMNS = ["variant", "init", "tag", "sizes", "fps", "codecs", "minutes", "epochs", "best_val_top1", "best_epoch",
-           "final_val_top1", "final_train_top1", "fit", "load_avg_1min"]
+COLUMNS = ["variant", "init", "tag", "changes", "sizes", "fps", "codecs", "minutes", "epochs", "best_val_top1",
+           "best_epoch", "final_val_top1", "final_train_top1", "fit", "load_avg_1min"]
 DEFAULT_VARIANTS = ["none", "size", "fps", "codec", "size,fps,codec"]
 MIN_SECONDS = 1.28  # the shipped recipe's clip
 
@@ -60,15 +61,16 @@ def variant_data(variant: str) -> Path:
     return write_trimmed(videos, root / "trimmed", MIN_SECONDS)
 
 
-def measure(variant: str, minutes: float, init: Path | None) -> dict[str, Any]:
+def measure(variant: str, minutes: float, init: Path | None, changes: list[str]) -> dict[str, Any]:
     data = variant_data(variant)
     choices = json.loads((data.parent / "videos" / "synth.json").read_text())["choices"]
     # train.minutes ends the schedule within the budget; the extra minute lets its last epoch and validation count
-    overrides = [f"train.minutes={minutes}"] + ([f"model.init={init}"] if init else [])
+    overrides = [f"train.minutes={minutes}", *([f"model.init={init}"] if init else []), *changes]
     row = run_recipe("x3d_xs", data, data.parent / "runs", (minutes + 1) * 60, overrides=overrides)
     fit = diagnose_fit(row["history"])
     last = row["history"][-1] if row["history"] else {}
-    return {"variant": variant, "init": str(init) if init else "-", "sizes": " ".join(choices["size"]),
+    return {"variant": variant, "init": str(init) if init else "-", "changes": " ".join(changes) or "-",
+            "sizes": " ".join(choices["size"]),
             "fps": " ".join(choices["fps"]), "codecs": " ".join(choices["codec"]),
             **{k: row[k] for k in ("minutes", "epochs", "best_val_top1", "best_epoch", "final_val_top1")},
             "final_train_top1": last.get("train_acc"), "fit": fit["verdict"] if fit else None,
@@ -77,7 +79,7 @@ def measure(variant: str, minutes: float, init: Path | None) -> dict[str, Any]:
 
 def record(rows: list[dict[str, Any]], info: dict[str, Any]) -> Path:
     out = results_dir("wild_formats")
-    rows = merged_rows("wild_formats", stamp(rows), [], by=("variant", "minutes_budget", "init", "tag"))
+    rows = merged_rows("wild_formats", stamp(rows), [], by=("variant", "minutes_budget", "init", "tag", "changes"))
     notes = (
         "Wild's motions (uneven speed, pauses, 1.5-6 s videos, seed 0, 8 classes, 60 train + 15 val videos per "
         "class) with the format factors named by variant drawn per video as in `--style wild` and the others as "
@@ -86,7 +88,8 @@ def record(rows: list[dict[str, Any]], info: dict[str, Any]) -> Path:
         "best val top-1 over its epochs (centre clip); chance is 12.5%. init: the checkpoint a run starts from (`-`: "
         "from scratch). sizes/fps/codecs: what the set holds. One "
         "run per row on a shared, noisy 2-core machine.\n\nPer-class val top-1 (%) of each run's best checkpoint:\n\n"
-        + "\n".join(f"- {r['variant']} ({r['minutes_budget']:g} min, init {r['init']}, tag {r.get('tag', '-')}): "
+        + "\n".join(f"- {r['variant']} ({r['minutes_budget']:g} min, init {r['init']}, tag {r.get('tag', '-')}, "
+                    f"changes {r.get('changes', '-')}): "
                     + ", ".join(f"{k} {v:.0f}" for k, v in r["per_class_val_top1"].items())
                     for r in rows if r.get("per_class_val_top1"))
     )
@@ -107,6 +110,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="Training minutes per variant.")
     parser.add_argument("--init", type=Path, default=None, help="Start each run from this checkpoint's weights.")
     parser.add_argument("--tag", default="-", help="A note on what else differs in these rows (kept beside others).")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", dest="changes",
+                        help="Recipe overrides to screen (rows are marked with them).")
     args = parser.parse_args()
     if args.init is not None and not args.init.is_file():
         parser.error(f"--init: no checkpoint {args.init}")
@@ -119,7 +124,8 @@ def main() -> None:
     rows = []
     for variant in args.variants:
         console.print(f"variant {variant}: training x3d_xs for {args.minutes:g} min", highlight=False)
-        rows.append({"minutes_budget": args.minutes, "tag": args.tag, **measure(variant, args.minutes, args.init)})
+        row = measure(variant, args.minutes, args.init, args.changes)
+        rows.append({"minutes_budget": args.minutes, "tag": args.tag, **row})
     record(rows, info)
 
 
