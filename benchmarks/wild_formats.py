@@ -32,7 +32,8 @@ from typing import Any
 from benchmarks.bench_training import ROOT, run_recipe
 from benchmarks.common import machine_info, merged_rows, results_dir, stamp, write_results
 from benchmarks.event_coverage import write_trimmed
-from edgevid.data.synth import WILD_FACTORS, SynthConfig, generate_synth
+from edgevid.data.synth import SynthConfig, generate_synth, parse_vary
+from edgevid.errors import EdgevidError
 from edgevid.train.engine import diagnose_fit
 from edgevid.utils.console import console, make_table
 
@@ -42,21 +43,13 @@ DEFAULT_VARIANTS = ["none", "size", "fps", "codec", "size,fps,codec"]
 MIN_SECONDS = 1.28  # the shipped recipe's clip
 
 
-def parse_variant(text: str) -> tuple[str, ...]:
-    factors = () if text == "none" else tuple(part.strip() for part in text.split(","))
-    unknown = [factor for factor in factors if factor not in WILD_FACTORS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected 'none' or factors among {', '.join(WILD_FACTORS)}")
-    return factors
-
-
 def variant_data(variant: str) -> Path:
     """The variant's set (generated once) with list files trimmed to each video's motion; returns the list folder."""
     root = ROOT / "runs" / "bench" / "wild-formats" / variant.replace(",", "-")
     videos = root / "videos"
     if not (videos / "synth.json").is_file():
         console.print(f"generating edgevid data synth --style wild --vary {variant} into {videos}", highlight=False)
-        generate_synth(videos, SynthConfig(style="wild", vary=parse_variant(variant)), workers=2,
+        generate_synth(videos, SynthConfig(style="wild", vary=parse_vary(variant)), workers=2,
                        overwrite=videos.exists())
     return write_trimmed(videos, root / "trimmed", MIN_SECONDS)
 
@@ -117,9 +110,9 @@ def main() -> None:
         parser.error(f"--init: no checkpoint {args.init}")
     for variant in args.variants:
         try:
-            parse_variant(variant)
-        except argparse.ArgumentTypeError as exc:
-            parser.error(f"--variants: {exc}")
+            SynthConfig(style="wild", vary=parse_vary(variant))
+        except EdgevidError as exc:
+            parser.error(f"--variants {variant}: {exc}")
     info = machine_info()
     rows = []
     for variant in args.variants:

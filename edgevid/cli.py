@@ -382,11 +382,10 @@ def data_synth_cmd(
 
     Example: edgevid data synth data/synth-photo --style photo --classes 10
     """
-    from edgevid.data.synth import SynthConfig, generate_synth
+    from edgevid.data.synth import SynthConfig, generate_synth, parse_vary
 
     config = SynthConfig(classes=classes, videos_per_class=videos_per_class, val_per_class=val_per_class,
-                         frames=frames, size=size, fps=fps, seed=seed, style=style,
-                         vary=tuple(f.strip() for f in vary.split(",") if f.strip() and vary.strip() != "none"))
+                         frames=frames, size=size, fps=fps, seed=seed, style=style, vary=parse_vary(vary))
     summary = generate_synth(out, config, workers=workers, overwrite=overwrite)
     counts = summary["counts"]
     console.print(f"wrote {counts['train']} train + {counts['val']} val {style} videos of {len(summary['classes'])} "

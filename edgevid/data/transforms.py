@@ -169,8 +169,7 @@ def random_resized_box(height: int, width: int, scale: tuple[float, float], aspe
     Measured against the whole frame's area instead, a 16:9 frame's draws at ``scale`` (0.7, 1) rarely fit, and
     training saw one fixed centre crop squeezed by ``aspect[1]`` while evaluation saw it unsqueezed.
     """
-    side = min(height, width)
-    area = side * side
+    area = min(height, width) ** 2
     log_aspect = (math.log(aspect[0]), math.log(aspect[1]))
     for _ in range(10):
         target = area * rng.uniform(*scale)
@@ -179,7 +178,8 @@ def random_resized_box(height: int, width: int, scale: tuple[float, float], aspe
         h = round(math.sqrt(target / ratio))
         if 0 < w <= width and 0 < h <= height:
             return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
-    return (height - side) // 2, (width - side) // 2, side, side
+    (y, x, side), = crop_boxes(height, width, 1)
+    return y, x, side, side
 
 
 def short_side_jitter_box(height: int, width: int, size: int, short_side: tuple[int, int],

@@ -17,7 +17,7 @@ Every video is a pure function of (seed, style, class, split, number), so the sa
 """
 
 from edgevid.data.synth.encode import CODECS, write_video
-from edgevid.data.synth.generate import SPLITS, STYLES, SYNTH_FORMAT, SynthConfig, generate_synth
+from edgevid.data.synth.generate import SPLITS, STYLES, SYNTH_FORMAT, SynthConfig, generate_synth, parse_vary
 from edgevid.data.synth.photo import (
     PHOTO_CLASSES,
     PHOTOS,
@@ -44,6 +44,7 @@ __all__ = [
     "VideoSpec",
     "_trajectory",
     "generate_synth",
+    "parse_vary",
     "photo_track",
     "render_photo_video",
     "render_video",

@@ -64,10 +64,10 @@ class SynthConfig:
             raise EdgevidError(f"synth --size must be an even number >= 32 (H.264 yuv420p), got {self.size}")
         if not 1 <= self.fps <= 240:
             raise EdgevidError(f"synth --fps must be 1..240, got {self.fps}")
+        object.__setattr__(self, "vary", tuple(self.vary))  # a list when read back from synth.json
         if self.style == "wild" and "fps" in self.vary and self.fps != _DEFAULT_FPS:
             raise EdgevidError("synth --fps does not apply to --style wild unless --vary leaves out fps (each video "
                                "draws 15, 24, 30 or 60 fps)")
-        object.__setattr__(self, "vary", tuple(self.vary))  # a list when read back from synth.json
         unknown = [factor for factor in self.vary if factor not in WILD_FACTORS]
         if unknown:
             raise EdgevidError(f"synth --vary takes factors among {', '.join(WILD_FACTORS)}, got {', '.join(unknown)}")
@@ -82,6 +82,11 @@ class SynthConfig:
     def mirror_classes(self) -> list[tuple[str, str]]:
         names = set(self.class_names)
         return [pair for pair in STYLES[self.style][1] if set(pair) <= names]
+
+
+def parse_vary(text: str) -> tuple[str, ...]:
+    """``--vary``'s text: comma-separated factors, or ``none`` (checked by :class:`SynthConfig`)."""
+    return () if text.strip() == "none" else tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def _video_rng(seed: int, class_index: int, split: str, number: int, style: str = "shapes") -> np.random.Generator:
