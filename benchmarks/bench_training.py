@@ -133,6 +133,9 @@ def run_recipe(name: str | Path, data: Path, runs: Path, budget_s: float, overri
     if run_dir.exists():
         shutil.rmtree(run_dir)
     history: list[dict[str, Any]] = []
+    cache = runs / f"{name}.cache"  # every run pays for its own pretraining (a recipe's pretrain section)
+    shutil.rmtree(cache, ignore_errors=True)
+    os.environ["EDGEVID_CACHE"] = str(cache)
     start = time.perf_counter()
 
     def on_epoch_end(row: dict[str, Any]) -> None:
@@ -156,6 +159,8 @@ def run_recipe(name: str | Path, data: Path, runs: Path, budget_s: float, overri
         "params_m": count_params(model) / 1e6,
         "gmacs": count_macs(model, recipe.data.frames, recipe.data.size) / 1e9,
         "optimizer": recipe.optim.name, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+        "pretrain": (f"{recipe.pretrain.minutes:g} min {recipe.pretrain.style}"
+                     if recipe.pretrain.style and not recipe.model.init else "-"),
         "epochs": f"{len(history)}/{recipe.train.epochs}" + (" (budget)" if stopped else "")
                   + (f" (train.minutes {recipe.train.minutes:g})" if recipe.train.minutes and not stopped
                      and len(history) < recipe.train.epochs else ""),

@@ -7,7 +7,8 @@ Steps (each one calls the Python API of its module; a failing step stops the dem
 2. ``train``: X3D-XS with the shipped recipe ``recipes/x3d_xs.yaml`` (:func:`edgevid.train.train`) for 30 epochs
    (about 10 minutes on an idle 2-core CPU), stopped early (best checkpoint kept) if the next epoch would not fit
    in a 12-minute training budget; without the recipe's weight averaging (``train.ema=null``), whose 30-epoch
-   model sent the INT8 accuracy guard of step 5 into minutes of layer re-ranking;
+   model sent the INT8 accuracy guard of step 5 into minutes of layer re-ranking, and without its pretraining
+   (``pretrain.style=null``: it would pretrain on the very synthetic set the demo trains on);
 3. ``eval``: top-1, per-class accuracy and the confusion matrix on the val split;
 4. ``calib``: a class-stratified calibration manifest from the train split;
 5. ``quantize``: INT8 for OpenVINO (NNCF) and ONNX Runtime (QDQ; skipped by ``quick``), with the accuracy guard
@@ -79,7 +80,8 @@ class DemoConfig:
 FULL = DemoConfig(recipe="x3d_xs", epochs=30, train_minutes=12.0, classes=8, videos_per_class=60, val_per_class=15,
                   frames=48, size=128, calib_clips=64, quantize_targets=("openvino", "onnx"),
                   bench_targets=("torch", "onnx", "openvino", "trt"), bench_precisions=("fp32", "bf16", "int8"),
-                  bench_iters=100, bench_seconds=5.0, live_frames_per_class=48, recipe_overrides=("train.ema=null",))
+                  bench_iters=100, bench_seconds=5.0, live_frames_per_class=48,
+                  recipe_overrides=("train.ema=null", "pretrain.style=null"))
 QUICK = DemoConfig(recipe="tiny", epochs=1, train_minutes=None, classes=3, videos_per_class=4, val_per_class=2,
                    frames=16, size=64, calib_clips=6, quantize_targets=("openvino",), bench_targets=("openvino", "trt"),
                    bench_precisions=("fp32", "bf16", "int8"), bench_iters=20, bench_seconds=0.5,

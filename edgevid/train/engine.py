@@ -22,6 +22,7 @@ import io
 import json
 import math
 import random
+import shutil
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -45,8 +46,9 @@ from edgevid.train.distributed import DistContext, distributed_context
 from edgevid.train.finetune import apply_freeze, check_init_model, load_init_weights, set_frozen_eval
 from edgevid.train.optim import ModelEma, WarmupCosine, build_optimizer, scaled_lr
 from edgevid.train.plots import plot_curves
+from edgevid.train.pretrain import PretrainPlan, ensure_synth, plan_pretraining
 from edgevid.train.recipe import Recipe, load_recipe, parse_recipe
-from edgevid.utils.atomic import remove_stale_temporaries, write_text_atomic
+from edgevid.utils.atomic import atomic_path, remove_stale_temporaries, write_text_atomic
 from edgevid.utils.console import console, progress
 from edgevid.utils.interrupts import set_interrupt_hint, train_hint
 
@@ -675,6 +677,43 @@ def _prepare_run(recipe: str | Path | Recipe | None, out: str | Path | None, epo
     return parsed.resolved(), name, run_dir or default_run_dir(name)
 
 
+def ensure_pretrained(plan: PretrainPlan, device: str = "cpu", world_size: int = 1) -> Path:
+    """The checkpoint of a recipe's pretraining stage, trained and cached here when missing (resuming the stage's
+    run if an earlier one was interrupted)."""
+    if plan.checkpoint.is_file():
+        console.print(f"pretrained weights: {plan.checkpoint} (cached: {plan.describe()})", highlight=False,
+                      soft_wrap=True)
+        return plan.checkpoint
+    if world_size > 1:
+        raise EdgevidError(f"pretrain.style={plan.synth.style}: the pretrained weights are not cached yet "
+                           f"({plan.checkpoint}); run the same training once without torchrun to build them, "
+                           "or set pretrain.style=null to train from scratch")
+    console.print(f"pretraining: {plan.describe()}, cached as {plan.checkpoint}", highlight=False, soft_wrap=True)
+    stage = train(plan.recipe, ensure_synth(plan), out=plan.run_dir, resume=_has_checkpoint(plan.run_dir),
+                  device=device)
+    with atomic_path(plan.checkpoint) as tmp:
+        shutil.copyfile(stage / "best.pt", tmp)
+    return plan.checkpoint
+
+
+def _pretrained_start(recipe: Recipe, ctx: DistContext, device: str) -> Recipe:
+    """The run's recipe starting from its ``pretrain`` stage's weights; the time spent training them here comes
+    off ``train.minutes`` (see :mod:`edgevid.train.pretrain`)."""
+    plan = plan_pretraining(recipe)
+    if plan is None:
+        return recipe
+    fresh, start = not plan.checkpoint.is_file(), time.perf_counter()
+    checkpoint = ensure_pretrained(plan, device, ctx.world_size)
+    minutes = recipe.train.minutes
+    if fresh and minutes is not None:
+        spent = (time.perf_counter() - start) / 60
+        minutes = round(max(minutes - spent, 0.01), 2)
+        console.print(f"pretraining took {spent:.1f} minutes of train.minutes={recipe.train.minutes:g}; "
+                      f"{minutes:.1f} left for the run", highlight=False)
+    return dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, init=str(checkpoint)),
+                               train=dataclasses.replace(recipe.train, minutes=minutes))
+
+
 def train(recipe: str | Path | Recipe | None, data: str | Path, out: str | Path | None = None,
           epochs: int | None = None, resume: bool = False, overrides: Sequence[str] = (), device: str = "cpu",
           on_epoch_end: EpochCallback | None = None, start_from: Checkpoint | None = None,
@@ -696,6 +735,8 @@ def train(recipe: str | Path | Recipe | None, data: str | Path, out: str | Path 
     with distributed_context(device) as ctx:
         resolved, name, run_dir = _prepare_run(recipe, out, epochs, resume, overrides)
         run_dir = Path(ctx.broadcast(str(run_dir)))
+        if not resume and start_from is None:
+            resolved = _pretrained_start(resolved, ctx, device)
         if start_from is not None and start_from.meta.model != resolved.model.name:
             raise EdgevidError(f"start_from is a {start_from.meta.model} checkpoint but the recipe trains "
                                f"{resolved.model.name}")

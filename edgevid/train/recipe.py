@@ -1,6 +1,7 @@
 """Training recipes: YAML validated into typed dataclasses, with dotted ``key=value`` overrides.
 
-A recipe has four sections (``model``, ``data``, ``optim``, ``train``). Every key is checked against the
+A recipe has four sections (``model``, ``data``, ``optim``, ``train``) and an optional fifth, ``pretrain``
+(synthetic motion pretraining, :class:`PretrainConfig`). Every key is checked against the
 dataclass field types below: an unknown key, a wrong type or an out-of-range value is an :class:`EdgevidError`
 that names the file (or the override) and the dotted key path, e.g.
 ``recipes/x.yaml: optim.lr: expected float, got 'fast'``. ``data.augment`` takes the fields of
@@ -19,6 +20,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from edgevid.data import AugmentConfig
+from edgevid.data.synth import STYLES
 from edgevid.errors import EdgevidError
 from edgevid.models import get_spec
 from edgevid.utils.safeyaml import YamlRefusedError, load_yaml_file, load_yaml_text
@@ -145,11 +147,32 @@ class TrainConfig:
 
 
 @dataclass
+class PretrainConfig:
+    """Synthetic motion pretraining, where no pretrained weights exist for the model at the recipe's input.
+
+    With ``style`` set (and no ``model.init``), training first trains the recipe for ``minutes`` on ``edgevid data
+    synth --style STYLE`` (``videos_per_class`` train videos of each class, frames twice the crop's side), then
+    starts the run from those weights with a new classifier. The pretrained checkpoint is cached per machine
+    (:mod:`edgevid.train.pretrain`), keyed by everything that shapes it, so it is trained once; its time counts
+    against ``train.minutes`` of the run that trains it. ``style: null`` trains from scratch.
+    """
+
+    style: str | None = None
+    minutes: float = _bounded(5.0, gt=0)
+    videos_per_class: int = _bounded(60, ge=1)
+
+    def __post_init__(self) -> None:
+        if self.style is not None and self.style not in STYLES:
+            raise EdgevidError(f"style must be null or one of {', '.join(STYLES)}, got {self.style!r}")
+
+
+@dataclass
 class Recipe:
     model: ModelConfig
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))

@@ -40,7 +40,8 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from edgevid.errors import EdgevidError
-from edgevid.train.engine import train
+from edgevid.train.engine import ensure_pretrained, train
+from edgevid.train.pretrain import plan_pretraining
 from edgevid.train.recipe import Recipe, load_recipe, parse_recipe
 from edgevid.utils.atomic import write_text_atomic
 from edgevid.utils.console import console, make_table
@@ -458,6 +459,8 @@ def tune(recipe: str | Path | Recipe, data: str | Path, out: str | Path | None, 
         except EdgevidError as exc:
             where = space if isinstance(space, (str, Path)) else "search space"
             raise EdgevidError(f"{where}: {exc}") from None
+    plan = plan_pretraining(base.resolved())  # trained once, before the study: every trial starts from it
+    pretrained = [f"model.init={ensure_pretrained(plan, device)}"] if plan else []
     trial_budget = trial_budget_s if trial_budget_s is not None else budget_s / 4
     storage_url = storage or f"sqlite:///{out / 'study.db'}"
     study_name = study_name or name
@@ -541,7 +544,7 @@ def tune(recipe: str | Path | Recipe, data: str | Path, out: str | Path | None, 
 
         stopped = "finished"
         try:
-            train(recipe, data, out=run_dir, overrides=[*trial_overrides, *timed], device=device,
+            train(recipe, data, out=run_dir, overrides=[*trial_overrides, *pretrained, *timed], device=device,
                   on_epoch_end=on_epoch_end)
             if trial.user_attrs.get("epochs", 0) < trial_recipe.train.epochs:  # its train.minutes ended it
                 stopped = "budget"
