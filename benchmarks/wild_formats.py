@@ -11,10 +11,12 @@ class) is generated once into ``runs/bench/wild-formats/<variant>`` and its vide
 (``event_coverage.write_trimmed``, at least 1.28 s), so that the clip's coverage of the motion is not what
 differs. Then ``recipes/x3d_xs.yaml`` trains on it for ``--minutes`` (``train.minutes``: the schedule anneals within
 the budget). ``none`` is wild's motion in photo's format; ``size,fps,codec`` is wild itself, trimmed. ``--init``
-starts every run from a checkpoint's weights (``model.init``, a new classifier), e.g. X3D-XS trained on ``shapes``
-(``runs/bench/generalise-shapes/x3d_xs/best.pt`` after ``bench_generalise --styles shapes``): from scratch a run
-first sits at chance for minutes, and when it leaves that plateau varies from run to run more than the formats
-may; from motion features, learning starts at once.
+starts every run from a checkpoint's weights (``model.init``, a new classifier, which also turns the recipe's
+pretraining off), e.g. X3D-XS trained on ``shapes`` (the published rows: its 15-minute run from scratch,
+``bench_generalise --styles shapes --set pretrain.style=null``): from scratch a run first sits at chance for
+minutes, and when it leaves that plateau varies from run to run more than the formats may; from motion features,
+learning starts at once. Without ``--init`` the recipe pretrains for 5 of the ``--minutes`` (its ``pretrain``
+section, cached in ``$EDGEVID_CACHE``).
 
 Results: ``benchmarks/results/<machine>/wild_formats.*``; rows merge with earlier runs by variant, minutes, init and
 ``--tag`` (a note on what else differs, e.g. the code a row was measured with) and ``--set`` (recipe overrides to
