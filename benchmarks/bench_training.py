@@ -48,6 +48,7 @@ from edgevid.models import count_macs, count_params, create_model
 from edgevid.train import evaluate, load_recipe, train
 from edgevid.train.engine import soft_cross_entropy
 from edgevid.train.optim import build_optimizer
+from edgevid.train.pretrain import plan_pretraining
 from edgevid.train.recipe import Recipe
 from edgevid.utils.console import console, make_table
 from edgevid.utils.plotting import pyplot, save_figure
@@ -136,6 +137,7 @@ def run_recipe(name: str | Path, data: Path, runs: Path, budget_s: float, overri
     cache = runs / f"{name}.cache"  # every run pays for its own pretraining (a recipe's pretrain section)
     shutil.rmtree(cache, ignore_errors=True)
     os.environ["EDGEVID_CACHE"] = str(cache)
+    plan = plan_pretraining(recipe)
     start = time.perf_counter()
 
     def on_epoch_end(row: dict[str, Any]) -> None:
@@ -159,8 +161,7 @@ def run_recipe(name: str | Path, data: Path, runs: Path, budget_s: float, overri
         "params_m": count_params(model) / 1e6,
         "gmacs": count_macs(model, recipe.data.frames, recipe.data.size) / 1e9,
         "optimizer": recipe.optim.name, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
-        "pretrain": (f"{recipe.pretrain.minutes:g} min {recipe.pretrain.style}"
-                     if recipe.pretrain.style and not recipe.model.init else "-"),
+        "pretrain": f"{plan.recipe.train.minutes:g} min {plan.synth.style}" if plan else "-",
         "epochs": f"{len(history)}/{recipe.train.epochs}" + (" (budget)" if stopped else "")
                   + (f" (train.minutes {recipe.train.minutes:g})" if recipe.train.minutes and not stopped
                      and len(history) < recipe.train.epochs else ""),

@@ -64,9 +64,10 @@ def plan_pretraining(recipe: Recipe) -> PretrainPlan | None:
     settings: PretrainConfig = recipe.pretrain
     if settings.style is None or recipe.model.init:
         return None
+    recipe = recipe.resolved()
     data = recipe.data
     synth = SynthConfig(style=settings.style, videos_per_class=settings.videos_per_class,
-                        val_per_class=max(1, settings.videos_per_class // 4), size=max(32, 2 * (data.size or 64)))
+                        val_per_class=max(1, settings.videos_per_class // 4), size=max(32, 2 * data.size))
     stage = dataclasses.replace(
         recipe,
         model=dataclasses.replace(recipe.model, init=None, freeze="none"),
