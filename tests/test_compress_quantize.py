@@ -227,17 +227,21 @@ def test_trt_check_wants_matmul_weights_per_output_channel(tmp_path, axis, ok):
 def test_openvino_int8_runs_the_convs_after_tsm_shifts_in_int8(tmp_path):
     import torch
 
-    from edgevid.checkpoint import save_checkpoint
     from edgevid.compress import quant_openvino as qov
+    from edgevid.export.base import ExportOptions
+    from edgevid.export.onnx import model_to_onnx
     from edgevid.meta import ArtifactMeta
-    from edgevid.models import create_model
+    from edgevid.models import create_model, int8_graph
     from edgevid.runtime.openvino_backend import compile_model
 
     torch.manual_seed(0)
     meta = ArtifactMeta(model="tsm_r18", classes=["a", "b", "c"], frames=4, size=32, sampling_stride=2,
                         mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225))
-    ckpt = save_checkpoint(tmp_path / "tsm.pt", create_model("tsm_r18", 3).eval(), meta)
-    fp32 = qov.openvino_model(export(ckpt, "onnx", out=tmp_path / "tsm.onnx").path)
+    model = create_model("tsm_r18", 3).eval()
+    with int8_graph(model):  # as `edgevid quantize` exports a checkpoint
+        model_to_onnx(model, meta, tmp_path / "tsm.onnx", ExportOptions())
+    assert all(not m.int8_form for m in model.modules() if hasattr(m, "int8_form"))
+    fp32 = qov.openvino_model(tmp_path / "tsm.onnx")
     rng = np.random.default_rng(0)
     clips = [rng.standard_normal((1, 3, 4, 32, 32)).astype(np.float32) for _ in range(4)]
     int8 = qov.quantize_openvino(fp32, clips)
@@ -246,10 +250,11 @@ def test_openvino_int8_runs_the_convs_after_tsm_shifts_in_int8(tmp_path):
                for op in compiled.get_runtime_model().get_ordered_ops()]
     precisions = [precision for kind, precision in runtime if kind == "Convolution"]
     assert len(precisions) == 20 and set(precisions) <= {"u8", "i8"}, precisions
-    # the shift's zero padding (a constant Pad, 2 per block) moves INT8 data; zeros built from the tensor's shape
-    # kept it in FP32
-    pads = [precision for kind, precision in runtime if kind == "Pad"]
-    assert len(pads) == 16 and set(pads) <= {"u8", "i8"}, pads
+    # the shift's Gathers (2 per block) and the stem's max-pool move INT8 data: NNCF quantizes through them, where
+    # the float form's Slice and mask product kept the shift and everything before it in FP32
+    moved = [(kind, precision) for kind, precision in runtime if kind in ("Gather", "Pooling", "MaxPool")
+             and precision != "i32"]  # not the shape arithmetic
+    assert len(moved) == 17 and {precision for _, precision in moved} <= {"u8", "i8"}, moved
     batch = np.concatenate(clips)
     expected = qov.CompiledRun(fp32, "fp32")(batch)
     got = np.asarray(compiled(batch)[0])

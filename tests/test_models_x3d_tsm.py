@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import numpy as np
@@ -152,10 +153,12 @@ def _shift_reference(x: torch.Tensor, frames: int, fold_div: int, mode: str) -> 
     return out.reshape_as(x)
 
 
+@pytest.mark.parametrize("int8_form", [False, True])
 @pytest.mark.parametrize("mode", ["bidirectional", "online"])
 @pytest.mark.parametrize(("frames", "channels"), [(1, 16), (2, 16), (5, 20), (8, 16)])
-def test_temporal_shift_matches_loop_definition(mode, frames, channels):
+def test_temporal_shift_matches_loop_definition(mode, frames, channels, int8_form):
     shift = TemporalShift(fold_div=8, mode=mode)
+    shift.int8_form = int8_form
     x = torch.randn(3 * frames, channels, 2, 3)
     before = x.clone()
     torch.testing.assert_close(shift(x, frames), _shift_reference(x, frames, 8, mode), rtol=0, atol=0)
@@ -188,8 +191,9 @@ def test_temporal_shift_exports_to_onnx_with_dynamic_batch_and_time(tmp_path):
             _, c, t, h, w = x.shape
             return self.shift(x.transpose(1, 2).reshape(-1, c, h, w), t)
 
-    for mode in ("bidirectional", "online"):
-        model, path = ClipShift(mode), tmp_path / f"{mode}.onnx"
+    for mode, int8_form in itertools.product(("bidirectional", "online"), (False, True)):
+        model, path = ClipShift(mode), tmp_path / f"{mode}-{int8_form}.onnx"
+        model.shift.int8_form = int8_form
         torch.onnx.export(model, (torch.randn(1, 16, 4, 3, 3),), str(path), dynamo=False, input_names=["x"],
                           dynamic_axes={"x": {0: "batch", 2: "time"}})
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -44,6 +44,7 @@ from edgevid.export.base import ExportOptions, Parity, atomic_files
 from edgevid.export.onnx import finalize_onnx, model_to_onnx
 from edgevid.formats import CHECKPOINT_SUFFIXES, FORMATS
 from edgevid.meta import ArtifactMeta, QuantizationInfo, read_meta, write_openvino_meta
+from edgevid.models import int8_graph
 from edgevid.utils.atomic import remove_stale_temporaries, temp_dir
 from edgevid.utils.machine import cpu_features
 
@@ -137,13 +138,15 @@ def _output_path(source: Path, meta: ArtifactMeta, target: str, out: str | Path 
 
 
 def _fp32_onnx(source: Path, meta: ArtifactMeta, work: Path, threads: int | None) -> tuple[Path, ArtifactMeta]:
-    """The FP32 ONNX graph to quantize: the source itself, or the checkpoint exported as ``edgevid export`` does."""
+    """The FP32 ONNX graph to quantize: the source itself, or the checkpoint exported as ``edgevid export`` does,
+    in its INT8 graph form (:func:`edgevid.models.int8_graph`)."""
     if source.suffix.lower() == ".onnx":
         return source, meta
 
     model, _ = load_model(source)
     path = work / "fp32.onnx"
-    return path, model_to_onnx(model, meta, path, ExportOptions(threads=threads))
+    with int8_graph(model):
+        return path, model_to_onnx(model, meta, path, ExportOptions(threads=threads))
 
 
 def _parity(fp32: np.ndarray, int8: np.ndarray, execution: str = "") -> Parity:

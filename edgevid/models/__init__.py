@@ -1,7 +1,7 @@
 """The model zoo. Importing this package registers every family."""
 
 from edgevid.models import c3d, i3d, p3d, slowfast, tiny3d, tsm, video_resnet, x3d  # noqa: F401  (registers)
-from edgevid.models.base import HEAD_KINDS, VideoHead, VideoModel
+from edgevid.models.base import HEAD_KINDS, VideoHead, VideoModel, int8_graph
 from edgevid.models.registry import (
     ModelSpec,
     count_macs,
@@ -21,6 +21,7 @@ __all__ = [
     "count_params",
     "create_model",
     "get_spec",
+    "int8_graph",
     "list_models",
     "register_model",
 ]

@@ -10,6 +10,9 @@ One set of head weights serves every kind, so a model trained for clips can be r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -30,6 +33,20 @@ def check_head_kind(kind: str) -> str:
 
 def _exporting() -> bool:
     return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+
+
+@contextmanager
+def int8_graph(model: nn.Module) -> Iterator[nn.Module]:
+    """While exporting for quantization, layers with an ``int8_form`` flag build the graph form that INT8 tools
+    quantize through (TSM's shift as Split and Gather); the numbers are the same in both forms."""
+    layers = [module for module in model.modules() if hasattr(module, "int8_form")]
+    for layer in layers:
+        layer.int8_form = True
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            layer.int8_form = False
 
 
 class VideoHead(nn.Module):
