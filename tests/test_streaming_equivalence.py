@@ -16,9 +16,16 @@ from edgevid.models import create_model
 from edgevid.models.streaming import to_streaming
 from edgevid.models.video_resnet import BasicBlock, VideoResNet, conv2plus1d, r2plus1d_stem
 from edgevid.models.x3d import X3D, X3DConfig
+from edgevid.precision import PRECISIONS
 from edgevid.runtime import Predictor, StreamingPredictor, load
 from edgevid.runtime.onnx_backend import OnnxRuntimePredictor
-from edgevid.runtime.streaming import GraphStreamingPredictor, TorchStreamingPredictor, load_streaming
+from edgevid.runtime.openvino_backend import device_capabilities
+from edgevid.runtime.streaming import (
+    GraphStreamingPredictor,
+    OpenVINOStreamingPredictor,
+    TorchStreamingPredictor,
+    load_streaming,
+)
 
 TINY_X3D = X3DConfig(stem_width=8, widths=(8, 16, 16, 16), base_depths=(1, 1, 1, 1), depth_factor=1.0,
                      bottleneck_factor=2.0, head_hidden=16)
@@ -196,6 +203,30 @@ def test_openvino_streaming_equals_the_causal_clip_model(tmp_path):
     np.testing.assert_allclose(predictor.step(frames[0]), first, atol=1e-4)
     both = predictor.step(np.concatenate([frames[0], frames[0]]))
     np.testing.assert_allclose(both, np.concatenate([first, first]), atol=1e-4)
+
+
+@pytest.mark.skipif("BF16" not in device_capabilities("CPU"), reason="this CPU has no BF16 arithmetic")
+def test_openvino_bf16_streaming_keeps_frame_buffers_in_bf16(tmp_path, monkeypatch):
+    model = tiny_x3d()
+    meta = _meta("x3d_tiny", {})
+    path = _streaming_export(model, meta, tmp_path, "openvino")
+    frames = np.random.default_rng(5).standard_normal((5, 1, 3, 1, SIZE, SIZE)).astype(np.float32)
+    reference = TorchStreamingPredictor.from_model(model, meta, Path("x3d"))
+    expected = [reference.step(frame) for frame in frames]
+    scale = max(1.0, max(float(np.abs(e).max()) for e in expected))
+    bf16 = load_streaming(path, precision="bf16")
+    got = [bf16.step(frame) for frame in frames]
+    assert bf16.execution == "bf16"
+    compiled = bf16._requests[0].get_compiled_model()
+    ports = {port.get_any_name(): str(port.get_element_type()) for port in compiled.inputs}
+    buffers = [s["name"] for s in bf16.states if s["kind"] == "buffer"]
+    assert buffers and {ports[name] for name in buffers} == {"<Type: 'bfloat16'>"}
+    assert ports["sum.pool"] == ports["frame"] == "<Type: 'float32'>"
+    monkeypatch.setattr(OpenVINOStreamingPredictor, "_bf16_buffers", lambda self: set())
+    fp32_states = load_streaming(path, precision="bf16")
+    for frame, logits, want in zip(frames, got, expected, strict=True):
+        assert 0 < np.abs(logits - want).max() <= PRECISIONS["bf16"].tolerance * scale
+        np.testing.assert_allclose(fp32_states.step(frame), logits, rtol=0, atol=1e-2 * scale)
 
 
 @pytest.mark.parametrize("target", ["onnx", "openvino"])

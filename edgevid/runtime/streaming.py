@@ -218,13 +218,18 @@ class _StateRing:
     new value into ``head``, and the ring turns: every step, or for a chain only on its layer's active steps,
     which shifts every frame buffer by one without a copy."""
 
-    def __init__(self, slots: list[int], rate: int, zeros: np.ndarray, size: int, compiled, names: list[str]) -> None:
+    def __init__(self, slots: list[int], rate: int, zeros: np.ndarray, size: int, compiled, names: list[str],
+                 bf16: bool = False) -> None:
         import openvino as ov
 
         self.slots = slots
         self.rate = rate
-        self.buffers = [zeros.copy() for _ in range(size)]
-        self.tensors = [ov.Tensor(buffer, shared_memory=True) for buffer in self.buffers]
+        if bf16:  # BF16 bits in uint16 buffers, shared with BF16 tensors
+            self.buffers = [np.zeros(zeros.shape, np.uint16) for _ in range(size)]
+            self.tensors = [ov.Tensor(buffer, list(buffer.shape), ov.Type.bf16) for buffer in self.buffers]
+        else:
+            self.buffers = [zeros.copy() for _ in range(size)]
+            self.tensors = [ov.Tensor(buffer, shared_memory=True) for buffer in self.buffers]
         self.inputs = [compiled.input(name) for name in names]
         self.output = compiled.output(next_name(names[-1]))
         self.head = len(slots)
@@ -261,13 +266,16 @@ class OpenVINOStreamingPredictor(GraphStreamingPredictor):
     slots and ``N`` infer requests take turns (``N`` = 1 + the longest chain of frame buffers, at least 2): with a
     ring turning every step, request ``j`` always reads and writes the same slots, so its buffers are bound once
     and a step only sets the frame and runs. Rings that turn less often (temporal strides) are rebound on the
-    steps they move."""
+    steps they move. In BF16 the frame buffers are BF16 tensors: the graph reads and writes them as they are,
+    where FP32 states cost two conversions per state and step (the plugin rounds states to BF16 on the way in
+    either way)."""
 
     def __init__(self, predictor: Predictor, horizon: int | None = None) -> None:
         super().__init__(predictor, horizon)
         self._requests: list = []
         self._rings: list[_StateRing] = []
         self._turn = 0
+        self._steps = 0
 
     @property
     def execution(self) -> str:
@@ -289,13 +297,31 @@ class OpenVINOStreamingPredictor(GraphStreamingPredictor):
             chains.append(chain)
         return chains
 
+    def _bf16_buffers(self) -> set[str]:
+        """The frame buffers kept in BF16: all of them when the model runs in BF16."""
+        if self.predictor.precision != "bf16":
+            return set()
+        return {s["name"] for s in self.states if s["kind"] == "buffer"}
+
     def _compile(self, batch: int) -> None:
+        import openvino as ov
+        from openvino.preprocess import PrePostProcessor
+
         model = self.predictor.model.clone()
         shapes = {FRAME_INPUT: [batch, 3, 1, self.meta.size, self.meta.size]}
         shapes.update({s["name"]: s["shape"] if s["kind"] == "step" else [batch, *s["shape"][1:]]
                        for s in self.states})
+        bf16 = self._bf16_buffers()
+        outputs = {name for port in model.outputs for name in port.get_names()}
         try:
             model.reshape(shapes)
+            if bf16:
+                ppp = PrePostProcessor(model)
+                for name in bf16:
+                    ppp.input(name).tensor().set_element_type(ov.Type.bf16)
+                    if next_name(name) in outputs:
+                        ppp.output(next_name(name)).tensor().set_element_type(ov.Type.bf16)
+                model = ppp.build()
             compiled = compile_model(model, self.predictor.precision, self.predictor.device, self.predictor.threads)
         except RuntimeError as exc:
             raise EdgevidError(f"{self.path}: OpenVINO cannot compile the streaming model for batch {batch}: "
@@ -304,7 +330,8 @@ class OpenVINOStreamingPredictor(GraphStreamingPredictor):
         size = max(2, *(len(chain) + 1 for chain in chains))
         zeros = GraphStreamingPredictor._zero_states(self, batch)
         self._rings = [_StateRing(chain, self.states[chain[-1]]["rate"] if len(chain) > 1 else 1, zeros[chain[-1]],
-                                  size, compiled, [self.states[slot]["name"] for slot in chain]) for chain in chains]
+                                  size, compiled, [self.states[slot]["name"] for slot in chain],
+                                  bf16=self.states[chain[-1]]["name"] in bf16) for chain in chains]
         self._requests = [compiled.create_infer_request() for _ in range(size)]
 
     def _current_states(self) -> list[np.ndarray]:
@@ -318,12 +345,13 @@ class OpenVINOStreamingPredictor(GraphStreamingPredictor):
         if not self._requests or batch != self._batch:
             self._compile(batch)
         self._turn = 0
+        self._steps = 0
         for ring in self._rings:
             ring.reset()
         return self._current_states()
 
     def _decay(self, factor: float) -> None:
-        for state, kind in zip(self._states, self.kinds, strict=True):
+        for state, kind in zip(self._current_states(), self.kinds, strict=True):
             if kind in DECAYED_KINDS:
                 state *= factor
 
@@ -335,11 +363,11 @@ class OpenVINOStreamingPredictor(GraphStreamingPredictor):
             ring.bind(request, self._turn)
         request.set_tensor(FRAME_INPUT, ov.Tensor(frame, shared_memory=True))
         request.infer()
-        step = int(states[self._step_slot][0])
         for ring in self._rings:
-            ring.turn(step)
+            ring.turn(self._steps)  # the graph's step counter, kept here too
+        self._steps += 1
         self._turn = (self._turn + 1) % len(self._requests)
-        return request.get_tensor(LOGITS_OUTPUT).data.copy(), self._current_states()
+        return request.get_tensor(LOGITS_OUTPUT).data.copy(), states  # the rings hold the states
 
 
 def load_streaming(artifact: str | Path, device: str = "cpu", threads: int | None = None,
