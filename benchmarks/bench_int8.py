@@ -34,7 +34,7 @@ import numpy as np
 
 from benchmarks.bench_training import ensure_data
 from benchmarks.common import machine_info, merged_rows, stamp, write_results
-from edgevid.compress.accuracy import ValidationSet, ort_predict
+from edgevid.compress.accuracy import AccuracyGuardError, ValidationSet, ort_predict
 from edgevid.compress.calibration import Preprocessing, build_manifest
 from edgevid.compress.quantize import quantize
 from edgevid.compress.report import add_speedups, benchmark_artifacts, print_report
@@ -86,26 +86,29 @@ def bench_model(recipe: str, run: Path, data: Path, valset: ValidationSet, calib
     """FP32 and INT8 rows on OpenVINO and ONNX Runtime, and the TensorRT Q/DQ ONNX checked in ONNX Runtime:
     top-1, drop and FP32/INT8 agreement on the val clips; latency interleaved (not for the TensorRT scheme)."""
     meta = read_meta(run)
-    results = {target: quantize(run, target, calib, out=work / f"{recipe}.int8.{target}{suffix}", data=data,
-                                max_drop=max_drop, bench_iters=0, threads=threads)
-               for target, suffix in (("openvino", ".xml"), ("onnx", ".onnx"), ("trt", ".onnx"))}
-    artifacts = {
-        ("onnxruntime", "fp32"): export(run, "onnx", out=work / f"{recipe}.onnx", threads=threads).path,
-        ("onnxruntime", "int8"): results["onnx"].path,
-        ("openvino", "fp32"): export(run, "openvino", out=work / f"{recipe}.xml", threads=threads).path,
-        ("openvino", "int8"): results["openvino"].path,
-    }
-    if "BF16" in device_capabilities("CPU"):
-        artifacts[("openvino", "bf16")] = export(run, "openvino", "bf16", out=work / f"{recipe}.bf16.xml",
-                                                 threads=threads).path
-    artifacts[(TRT_BACKEND, "int8")] = results["trt"].path
-    floats = {"onnxruntime": results["onnx"], "openvino": results["openvino"], TRT_BACKEND: results["trt"]}
-    predictors = {key: load(path, threads=threads) for key, path in artifacts.items()}
-    scores = {key: valset.scores(predictor.predict) for key, predictor in predictors.items()}
-    predictions = {key: value.argmax(1) for key, value in scores.items()}
     model = create_model(meta.model, num_classes=meta.num_classes, **meta.arch)
     common = {"recipe": recipe, "model": meta.model, "input": f"{meta.frames}x{meta.size}",
               "gmacs": count_macs(model, meta.frames, meta.size) / 1e9}
+    backends = {"openvino": "openvino", "onnx": "onnxruntime", "trt": TRT_BACKEND}
+    results, refused = {}, []
+    for target, suffix in (("openvino", ".xml"), ("onnx", ".onnx"), ("trt", ".onnx")):
+        try:
+            results[target] = quantize(run, target, calib, out=work / f"{recipe}.int8.{target}{suffix}", data=data,
+                                       max_drop=max_drop, bench_iters=0, threads=threads)
+        except AccuracyGuardError as exc:  # a result too: this model's INT8 misses the guard on this backend
+            refused.append({**common, "backend": backends[target], "precision": "int8",
+                            "execution": "refused by the accuracy guard", "top1": exc.int8_top1,
+                            "drop": exc.fp32_top1 - exc.int8_top1, "reason": str(exc)})
+    artifacts = {("onnxruntime", "fp32"): export(run, "onnx", out=work / f"{recipe}.onnx", threads=threads).path,
+                 ("openvino", "fp32"): export(run, "openvino", out=work / f"{recipe}.xml", threads=threads).path}
+    if "BF16" in device_capabilities("CPU"):
+        artifacts[("openvino", "bf16")] = export(run, "openvino", "bf16", out=work / f"{recipe}.bf16.xml",
+                                                 threads=threads).path
+    floats = {backends[target]: result for target, result in results.items()}
+    artifacts.update({(backend, "int8"): result.path for backend, result in floats.items()})
+    predictors = {key: load(path, threads=threads) for key, path in artifacts.items()}
+    scores = {key: valset.scores(predictor.predict) for key, predictor in predictors.items()}
+    predictions = {key: value.argmax(1) for key, value in scores.items()}
     entries = []
     for (backend, precision), path in artifacts.items():
         fp32_key = ("openvino" if backend == "openvino" else "onnxruntime", "fp32")
@@ -119,9 +122,11 @@ def bench_model(recipe: str, run: Path, data: Path, valset: ValidationSet, calib
         if precision == "int8":
             row["float_layers"] = len(floats[backend].float_layers)
         entries.append((row, path))
-    timed = benchmark_artifacts(entries[:-1], valset=valset, iters=iters, threads=threads)
-    untimed = benchmark_artifacts(entries[-1:], valset=valset, iters=0, threads=threads)
-    rows = add_speedups(timed, {"precision": "fp32"}) + untimed
+    timed = benchmark_artifacts([e for e in entries if e[0]["backend"] != TRT_BACKEND], valset=valset, iters=iters,
+                                threads=threads)
+    untimed = benchmark_artifacts([e for e in entries if e[0]["backend"] == TRT_BACKEND], valset=valset, iters=0,
+                                  threads=threads)
+    rows = add_speedups(timed, {"precision": "fp32"}) + untimed + refused
     bf16 = next((r for r in rows if r["backend"] == "openvino" and r["precision"] == "bf16"), None)
     for row in rows:
         if bf16 and row["backend"] == "openvino" and row["precision"] == "int8" and row.get("p50_ms"):

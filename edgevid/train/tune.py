@@ -572,10 +572,25 @@ def tune(recipe: str | Path | Recipe, data: str | Path, out: str | Path | None, 
         if clock.left() <= 0 or (n_trials is not None and finished() >= n_trials):
             study_.stop()
 
+    def optimize() -> None:
+        """Optuna's loop. Two workers on SQLite (no row locks) can pop the same queued trial: the first to finish
+        it tells it, and the other, refused ("Cannot tell a COMPLETE trial"), goes on with the next one."""
+        while True:
+            try:
+                study.optimize(objective, timeout=max(clock.left(), 0), callbacks=[after_trial],
+                               catch=(RuntimeError,), gc_after_trial=True)
+                return
+            except ValueError as exc:
+                if not str(exc).startswith("Cannot tell a"):
+                    raise
+                console.print(f"[yellow]trial {running.get('trial')} was also run and finished by another worker "
+                              "of the study; going on[/]", highlight=False, soft_wrap=True)
+                if clock.left() <= 0 or (n_trials is not None and finished() >= n_trials):
+                    return
+
     def run() -> None:
         try:
-            study.optimize(objective, timeout=max(clock.left(), 0), callbacks=[after_trial],
-                           catch=(RuntimeError,), gc_after_trial=True)
+            optimize()
         except KeyboardInterrupt:
             number = running.get("trial")
             trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
