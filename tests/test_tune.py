@@ -307,3 +307,25 @@ def test_two_processes_share_one_study(dataset, tmp_path):
         own[name] = {int(p.name) for p in (tmp_path / name / "trials").iterdir()}
         assert own[name]
     assert not own["a"] & own["b"] and own["a"] | own["b"] == set(numbers)
+
+
+def test_a_trial_another_worker_told_first_does_not_stop_this_worker(dataset, tmp_path, monkeypatch, capsys):
+    """Optuna's SQLite race (two workers pop one queued trial): the refused tell is skipped, other errors are not."""
+    real = optuna.Study.optimize
+    raised: list[str] = []
+
+    def racing(self, *args, **kwargs):
+        if not raised:
+            raised.append("tell")
+            raise ValueError("Cannot tell a COMPLETE trial.")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.Study, "optimize", racing)
+    result = tune(TINY, dataset, tmp_path / "tune", budget_s=300, n_trials=1, space={"train.epochs": None},
+                  overrides=["train.epochs=1"])
+    assert raised == ["tell"] and len(result.rows) == 1 and result.rows[0]["state"] == "complete"
+    assert "finished by another worker" in capsys.readouterr().out
+    monkeypatch.setattr(optuna.Study, "optimize", lambda self, *a, **k: (_ for _ in ()).throw(ValueError("other")))
+    with pytest.raises(ValueError, match="other"):
+        tune(TINY, dataset, tmp_path / "tune2", budget_s=300, n_trials=1, space={"train.epochs": None},
+             overrides=["train.epochs=1"])
