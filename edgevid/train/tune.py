@@ -559,6 +559,9 @@ def tune(recipe: str | Path | Recipe, data: str | Path, out: str | Path | None, 
                                "epochs the trial ran)")
         return best
 
+    def study_done() -> bool:
+        return clock.left() <= 0 or (n_trials is not None and finished() >= n_trials)
+
     def after_trial(study_: optuna.Study, trial: FrozenTrial) -> None:
         clock.touch()
         result = write_outputs()
@@ -569,7 +572,7 @@ def tune(recipe: str | Path | Recipe, data: str | Path, out: str | Path | None, 
         console.print(f"trial {trial.number} {detail}; best so far: "
                       + (f"{best['value']:.1f}% (trial {best['trial']})" if best else "none")
                       + f"; {max(clock.left(), 0) / 60:.1f} min left", highlight=False, soft_wrap=True)
-        if clock.left() <= 0 or (n_trials is not None and finished() >= n_trials):
+        if study_done():
             study_.stop()
 
     def optimize() -> None:
@@ -585,7 +588,7 @@ def tune(recipe: str | Path | Recipe, data: str | Path, out: str | Path | None, 
                     raise
                 console.print(f"[yellow]trial {running.get('trial')} was also run and finished by another worker "
                               "of the study; going on[/]", highlight=False, soft_wrap=True)
-                if clock.left() <= 0 or (n_trials is not None and finished() >= n_trials):
+                if study_done():
                     return
 
     def run() -> None:
