@@ -259,3 +259,36 @@ def test_openvino_int8_runs_the_convs_after_tsm_shifts_in_int8(tmp_path):
     expected = qov.CompiledRun(fp32, "fp32")(batch)
     got = np.asarray(compiled(batch)[0])
     assert np.abs(got - expected).max() < 0.1 * np.abs(expected).max()
+
+
+def test_trt_qdq_sits_on_the_inputs_of_weighted_ops_only(tmp_path):
+    """TensorRT Q/DQ: one pair on the input of each conv and GEMM, none on their outputs; X3D's sigmoids, gating
+    multiplies and means read float tensors (ONNX Runtime's default quantizes those too, which cost X3D-XS 4 points
+    of top-1). A residual add reads the Q/DQ of the conv that shares its input."""
+    import torch
+
+    from edgevid.compress.quant_onnx import TRT_QUANTIZED_OPS
+    from edgevid.export.base import ExportOptions
+    from edgevid.export.onnx import model_to_onnx
+    from edgevid.meta import ArtifactMeta
+    from edgevid.models import create_model
+
+    torch.manual_seed(0)
+    meta = ArtifactMeta(model="x3d_xs", classes=["a", "b", "c"], frames=2, size=32, sampling_stride=2,
+                        mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225))
+    model_to_onnx(create_model("x3d_xs", 3).eval(), meta, tmp_path / "x3d.onnx", ExportOptions())
+    rng = np.random.default_rng(0)
+    clips = [rng.standard_normal((1, 3, 2, 32, 32)).astype(np.float32) for _ in range(4)]
+    quantizer = OnnxQuantizer(tmp_path / "x3d.onnx", lambda: ({"clip": clip} for clip in clips),
+                              OnnxQuantScheme.for_target("trt"), tmp_path)
+    graph, init = _initializers(quantizer.quantize(tmp_path / "int8.onnx"))
+    readers: dict[str, list[str]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node.op_type)
+    activation_dq = [n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] not in init]
+    read = {op for n in activation_dq for op in readers.get(n.output[0], [])}
+    assert read == {"Conv", "Gemm", "Add"}, read
+    weighted = [n for n in graph.node if n.op_type in TRT_QUANTIZED_OPS]
+    assert len(activation_dq) == len(weighted) == 115 + 2
+    assert {"Mul", "Sigmoid", "ReduceMean"} <= {n.op_type for n in graph.node}  # there, reading float tensors
