@@ -100,7 +100,7 @@ def test_videos_decode_at_the_recorded_format(style, photo, wild):
 def test_photo_records_style_classes_and_mirror_pairs(photo):
     meta = json.loads((photo / "synth.json").read_text())
     assert meta["classes"] == ["move_left", "move_right", "move_up"]
-    assert meta["mirror_classes"] == [["move_left", "move_right"]]
+    assert meta["mirror_classes"] == meta["reverse_classes"] == [["move_left", "move_right"]]
     assert meta["choices"] == {"fps": {"25": 9}, "size": {"32x32": 9}, "codec": {"h264": 9}}
     assert not list(photo.rglob(".*"))  # no temporary files left behind
 

@@ -10,7 +10,7 @@ import torch
 from compress_fixtures import TINY_RECIPE, make_synth
 
 from edgevid.checkpoint import load_checkpoint, save_checkpoint
-from edgevid.data.datasets import dataset_mirror_classes, suggest_mirror_classes
+from edgevid.data.datasets import dataset_class_pairs, suggest_mirror_classes
 from edgevid.errors import EdgevidError
 from edgevid.meta import ArtifactMeta
 from edgevid.models import create_model
@@ -99,27 +99,38 @@ def test_recipes_name_no_dataset_classes():
         {p.name for p in RECIPES.glob("*.yaml")}
 
 
-def test_mirror_classes_come_from_the_dataset(tmp_path):
+def test_mirror_and_reverse_classes_come_from_the_dataset(tmp_path):
     synth = make_synth(tmp_path / "synth", classes=2, videos=2, val=1)
-    assert dataset_mirror_classes(synth) == [("move_left", "move_right")]
+    assert dataset_class_pairs(synth, "mirror") == [("move_left", "move_right")]
+    assert dataset_class_pairs(synth, "reverse") == [("move_left", "move_right")]
     folder = tmp_path / "mine"
     for name, video in (("swipe left", "move_left"), ("swipe right", "move_right"), ("clap", "move_left")):
         (folder / name).mkdir(parents=True)
         for index, file in enumerate(sorted((synth / "train" / video).glob("*.mp4"))):
             shutil.copy(file, folder / name / f"{index}.mp4")
-    assert dataset_mirror_classes(folder) is None
+    assert dataset_class_pairs(folder, "mirror") is None and dataset_class_pairs(folder, "reverse") is None
     assert suggest_mirror_classes(["swipe left", "swipe right", "clap", "turn cw", "turn ccw"]) == [
         ("swipe left", "swipe right"), ("turn cw", "turn ccw")]
     # the shipped x3d_xs recipe builds on any folder-per-class data, with a suggestion for the mirror pair
     resolved, name, run_dir = _prepare_run(RECIPES / "x3d_xs.yaml", tmp_path / "run", None, False, [])
     with distributed_context("cpu") as ctx:
         trainer = Trainer(resolved, name, folder, run_dir, ctx, resume=False)
-    assert trainer.mirror_pairs == [] and trainer.mirror_suggestions == [("swipe left", "swipe right")]
+    assert trainer.class_pairs == {"mirror": [], "reverse": []}
+    assert trainer.mirror_suggestions == [("swipe left", "swipe right")]
     (folder / "mirror_classes.txt").write_text("# flips\nswipe left, swipe right\n")
+    (folder / "reverse_classes.txt").write_text("swipe right / swipe left\n")
     with distributed_context("cpu") as ctx:
         trainer = Trainer(resolved, name, folder, run_dir, ctx, resume=False)
-    assert trainer.mirror_pairs == [("swipe left", "swipe right")] and trainer.mirror_suggestions == []
+    assert trainer.class_pairs == {"mirror": [("swipe left", "swipe right")],
+                                   "reverse": [("swipe right", "swipe left")]}
+    assert trainer.mirror_suggestions == [] and trainer.pair_sources["reverse"] == "the dataset"
     assert trainer.train_set._augment.mirror.tolist() == [0, 2, 1]
+    assert trainer.train_set._augment.reverse.tolist() == [0, 2, 1]
+    resolved, name, run_dir = _prepare_run(RECIPES / "x3d_xs.yaml", tmp_path / "run2", None, False,
+                                           ["data.reverse_classes=[]"])  # the recipe turns the dataset's pairs off
+    with distributed_context("cpu") as ctx:
+        trainer = Trainer(resolved, name, folder, run_dir, ctx, resume=False)
+    assert trainer.class_pairs["reverse"] == [] and trainer.train_set._augment.reverse.tolist() == [0, 1, 2]
     (folder / "mirror_classes.txt").write_text("swipe left\n")
     with pytest.raises(EdgevidError, match=r"mirror_classes\.txt:1: expected two class names"):
-        dataset_mirror_classes(folder)
+        dataset_class_pairs(folder, "mirror")

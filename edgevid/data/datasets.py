@@ -211,7 +211,7 @@ def _find_list_file(root: Path, split: str) -> Path | None:
 
 def _list_files(root: Path) -> list[Path]:
     """The split list files of ``root`` (``<split>.csv/.tsv/.txt`` in it or in ``annotations/``)."""
-    not_splits = {"classes", Path(MIRROR_FILE).stem, "classind", "readme", "license"}
+    not_splits = {"classes", *(Path(pair_file(kind)).stem for kind in PAIR_KINDS), "classind", "readme", "license"}
     return [path for folder in (root, root / "annotations") if folder.is_dir()
             for path in sorted(folder.iterdir())
             if path.suffix.lower() in LIST_SUFFIXES and path.is_file() and path.stem.lower() not in not_splits]
@@ -584,40 +584,48 @@ def build_dataset(root: str | Path, split: str, *, frames: int, size: int, sampl
                        clip_seconds=clip_seconds)
 
 
-# ------------------------------------------------------------------------------------------- mirror classes
-MIRROR_FILE = "mirror_classes.txt"
+# -------------------------------------------------------------------------------------------- class pairs
+PAIR_KINDS = {"mirror": "mirror-image", "reverse": "time-reversed"}
 _MIRROR_WORDS = (("left", "right"), ("clockwise", "anticlockwise"), ("clockwise", "counterclockwise"),
                  ("cw", "ccw"))
 
 
-def dataset_mirror_classes(root: str | Path) -> list[tuple[str, str]] | None:
-    """Mirror-image class pairs (labels that swap under a horizontal flip) that a dataset declares, or None.
+def pair_file(kind: str) -> str:
+    """The file beside a dataset that declares its ``kind`` pairs: ``mirror_classes.txt``, ``reverse_classes.txt``."""
+    return f"{kind}_classes.txt"
 
-    Read from ``mirror_classes.txt`` beside the data (one pair a line: two names separated by a comma, a tab or
-    `` / ``; ``#`` comments) or from ``synth.json`` (``edgevid data synth`` writes its pairs there).
+
+def dataset_class_pairs(root: str | Path, kind: str) -> list[tuple[str, str]] | None:
+    """Class pairs that a dataset declares, or None: ``mirror`` pairs swap labels under a horizontal flip
+    (move_left / move_right), ``reverse`` pairs are each other played backwards (zoom_in / zoom_out, open / close).
+
+    Read from ``mirror_classes.txt`` / ``reverse_classes.txt`` beside the data (one pair a line: two names separated
+    by a comma, a tab or `` / ``; ``#`` comments) or from ``synth.json`` (``edgevid data synth`` writes its pairs).
     """
     root = Path(root)
     folder = root.parent if root.is_file() else root
-    text_file, synth_file = folder / MIRROR_FILE, folder / "synth.json"
+    text_file, synth_file = folder / pair_file(kind), folder / "synth.json"
+    what = PAIR_KINDS[kind]
     if text_file.is_file():
         pairs = []
-        for number, line in enumerate(read_user_text(text_file, "mirror-class list", MAX_LABEL_BYTES).splitlines(), 1):
+        for number, line in enumerate(read_user_text(text_file, f"{what} class list", MAX_LABEL_BYTES).splitlines(),
+                                      1):
             line = line.split("#", 1)[0].strip()
             if not line:
                 continue
             parts = [p.strip() for p in re.split(r",|\t| / ", line) if p.strip()]
             if len(parts) != 2:
-                raise EdgevidError(f"{text_file}:{number}: expected two class names (a mirror-image pair), "
-                                   f"got {line!r}")
+                raise EdgevidError(f"{text_file}:{number}: expected two class names (a {what} pair), got {line!r}")
             pairs.append((parts[0], parts[1]))
         return pairs
     if synth_file.is_file():
+        key = f"{kind}_classes"
         try:
-            pairs = json.loads(read_user_text(synth_file, "synth metadata", MAX_LABEL_BYTES)).get("mirror_classes", [])
-            return [(str(a), str(b)) for a, b in pairs]
+            meta = json.loads(read_user_text(synth_file, "synth metadata", MAX_LABEL_BYTES))
+            return [(str(a), str(b)) for a, b in meta[key]] if key in meta else None
         except (json.JSONDecodeError, AttributeError, TypeError, ValueError, RecursionError):
-            raise EdgevidError(f"{synth_file}: not valid synth metadata (a JSON object whose mirror_classes are "
-                               "pairs of class names)") from None
+            raise EdgevidError(f"{synth_file}: not valid synth metadata (a JSON object whose {key} are pairs of "
+                               "class names)") from None
     return None
 
 

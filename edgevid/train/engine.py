@@ -38,7 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from edgevid.checkpoint import Checkpoint, build_model, load_checkpoint, save_checkpoint
 from edgevid.data import AugmentConfig, build_dataset, build_loader, find_split, mix_batch
-from edgevid.data.datasets import dataset_mirror_classes, distinct_skips, suggest_mirror_classes
+from edgevid.data.datasets import PAIR_KINDS, dataset_class_pairs, distinct_skips, suggest_mirror_classes
 from edgevid.errors import EdgevidError
 from edgevid.meta import ArtifactMeta
 from edgevid.models import create_model
@@ -276,22 +276,28 @@ class Trainer:
         self.ddp = self._wrap_ddp()
 
     # -- construction
-    def _mirror_augment(self, classes: list[str]) -> AugmentConfig:
-        """The recipe's augmentation with the mirror-image class pairs of this dataset (see DataConfig)."""
-        data = self.recipe.data
-        if data.mirror_classes is not None:
-            declared, self.mirror_source = list(data.mirror_classes), "data.mirror_classes"
-        else:
-            found = dataset_mirror_classes(self.data_root)
-            declared = [p for p in found or [] if set(p) <= set(classes)]
-            self.mirror_source = "the dataset" if found is not None else "none declared"
-        _check_mirror_pairs(data.augment.mirror_classes, classes, "data.augment.mirror_classes")
-        _check_mirror_pairs(data.mirror_classes or [], classes, "data.mirror_classes")
-        pairs = list(dict.fromkeys([*data.augment.mirror_classes, *declared]))
-        self.mirror_pairs = pairs
-        known = {frozenset(p) for p in pairs}
+    def _pair_augment(self, classes: list[str]) -> AugmentConfig:
+        """The recipe's augmentation with this dataset's mirror-image and time-reversed class pairs (DataConfig)."""
+        data, augment = self.recipe.data, self.recipe.data.augment
+        self.class_pairs: dict[str, list[tuple[str, str]]] = {}
+        self.pair_sources: dict[str, str] = {}
+        for kind in PAIR_KINDS:
+            field_name = f"{kind}_classes"
+            given = getattr(data, field_name)
+            if given is not None:
+                declared, self.pair_sources[kind] = list(given), f"data.{field_name}"
+            else:
+                found = dataset_class_pairs(self.data_root, kind)
+                declared = [p for p in found or [] if set(p) <= set(classes)]
+                self.pair_sources[kind] = "the dataset" if found is not None else "none declared"
+            recipe_pairs = getattr(augment, field_name)
+            _check_class_pairs(recipe_pairs, classes, f"data.augment.{field_name}", kind)
+            _check_class_pairs(given or [], classes, f"data.{field_name}", kind)
+            self.class_pairs[kind] = list(dict.fromkeys([*recipe_pairs, *declared]))
+        known = {frozenset(p) for p in self.class_pairs["mirror"]}
         self.mirror_suggestions = [p for p in suggest_mirror_classes(classes) if frozenset(p) not in known]
-        return dataclasses.replace(data.augment, mirror_classes=pairs)
+        return dataclasses.replace(augment, mirror_classes=self.class_pairs["mirror"],
+                                   reverse_classes=self.class_pairs["reverse"])
 
     def _build_data(self, classes: list[str] | None) -> None:
         data, cfg, ctx = self.recipe.data, self.recipe.train, self.ctx
@@ -300,7 +306,7 @@ class Trainer:
                       clip_seconds=data.span_seconds())
         names = classes if classes is not None else find_split(self.data_root, data.train_split).classes
         self.train_set = build_dataset(self.data_root, data.train_split, train=True,
-                                       augment=self._mirror_augment(names), classes=classes, **common)
+                                       augment=self._pair_augment(names), classes=classes, **common)
         self.classes = list(self.train_set.classes)
         val_set = build_dataset(self.data_root, data.val_split, train=False, classes=self.classes, **common)
         self.val_size = len(val_set)
@@ -611,14 +617,19 @@ class Trainer:
             highlight=False,
         )
         if self.recipe.data.augment.flip:
-            pairs = ", ".join("/".join(p) for p in self.mirror_pairs) or "none"
-            console.print(f"flip augmentation swaps the labels of mirror-image classes: {pairs} ({self.mirror_source})",
-                          highlight=False, markup=False)
+            pairs = ", ".join("/".join(p) for p in self.class_pairs["mirror"]) or "none"
+            console.print(f"flip augmentation swaps the labels of mirror-image classes: {pairs} "
+                          f"({self.pair_sources['mirror']})", highlight=False, markup=False)
             if self.mirror_suggestions:
                 hint = ", ".join(f"[{a}, {b}]" for a, b in self.mirror_suggestions)
                 console.print(f"these class names look like mirror images: {hint}; if a flip turns one into the "
                               f"other, declare them (data.mirror_classes=[{hint}] or a mirror_classes.txt beside the "
                               "data), or set data.augment.flip=false", highlight=False, markup=False)
+        if self.class_pairs["reverse"]:
+            pairs = ", ".join("/".join(p) for p in self.class_pairs["reverse"])
+            console.print(f"time-reversal augmentation plays clips of these classes backwards as the other: {pairs} "
+                          f"({self.pair_sources['reverse']}; data.reverse_classes=[] turns it off)",
+                          highlight=False, markup=False)
         model_cfg, optim = self.recipe.model, self.recipe.optim
         if self.init is not None:
             console.print(f"fine-tuning from {model_cfg.init}: {self.init_report}", highlight=False, soft_wrap=True)
@@ -628,15 +639,15 @@ class Trainer:
                           highlight=False)
 
 
-def _check_mirror_pairs(pairs: Sequence[tuple[str, str]], classes: Sequence[str], where: str) -> None:
-    """A mirror-image pair naming something that is not a class: an error naming where the pair came from."""
+def _check_class_pairs(pairs: Sequence[tuple[str, str]], classes: Sequence[str], where: str, kind: str) -> None:
+    """A class pair naming something that is not a class: an error naming where the pair came from."""
     unknown = next((name for pair in pairs for name in pair if name not in classes), None)
     if unknown is None:
         return
     shown = ", ".join(classes[:8]) + (f", ... ({len(classes)} in all)" if len(classes) > 8 else "")
-    raise EdgevidError(f"{where}: mirror-image pair names {unknown!r}, which is not a class of the data "
-                       f"(classes: {shown}); correct the pair, declare none with '{where}=[]', or turn flipping "
-                       "off with data.augment.flip=false")
+    off = ", or turn flipping off with data.augment.flip=false" if kind == "mirror" else ""
+    raise EdgevidError(f"{where}: {PAIR_KINDS[kind]} pair names {unknown!r}, which is not a class of the data "
+                       f"(classes: {shown}); correct the pair or declare none with '{where}=[]'{off}")
 
 
 def _report_skipped(skipped: list[tuple[str, str]]) -> None:

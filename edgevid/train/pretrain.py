@@ -71,7 +71,7 @@ def plan_pretraining(recipe: Recipe) -> PretrainPlan | None:
     stage = dataclasses.replace(
         recipe,
         model=dataclasses.replace(recipe.model, init=None, freeze="none"),
-        data=dataclasses.replace(data, mirror_classes=None, train_split="train", val_split="val",
+        data=dataclasses.replace(data, mirror_classes=None, reverse_classes=[], train_split="train", val_split="val",
                                  augment=dataclasses.replace(data.augment, mirror_classes=[], reverse_classes=[])),
         optim=dataclasses.replace(recipe.optim, backbone_lr_mult=1.0, head_warmup_epochs=0.0),
         train=dataclasses.replace(recipe.train, minutes=settings.minutes),

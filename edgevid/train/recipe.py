@@ -56,8 +56,10 @@ class DataConfig:
     so a small dataset is decoded once rather than every epoch; 0 decodes every clip.
 
     ``mirror_classes``: class pairs whose labels swap when the flip augmentation mirrors a clip (e.g. swipe_left /
-    swipe_right). ``None`` takes the dataset's own (``mirror_classes.txt`` beside the data, or ``synth.json``);
-    ``[]`` declares none. Recipes stay dataset-independent: they never name classes.
+    swipe_right); ``reverse_classes``: class pairs each of which is the other played backwards (zoom_in / zoom_out,
+    open / close), whose clips the time-reversal augmentation reverses and relabels. ``None`` takes the dataset's
+    own (``mirror_classes.txt`` / ``reverse_classes.txt`` beside the data, or ``synth.json``); ``[]`` declares none.
+    Recipes stay dataset-independent: they never name classes.
 
     A dense clip's time span is defined one way: ``sampling_stride`` (frames between sampled frames, the same on
     every video), ``sampling_stride`` with ``reference_fps`` (that stride at that frame rate, rescaled to each
@@ -81,6 +83,7 @@ class DataConfig:
     cache_gb: float = _bounded(0.0, ge=0)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     mirror_classes: list[tuple[str, str]] | None = None
+    reverse_classes: list[tuple[str, str]] | None = None
 
     def span_seconds(self) -> float | None:
         """A dense clip's span in seconds (``frames * stride / fps``), or None when the stride is in frames."""

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import edgevid.data.datasets
 import edgevid.meta
-from edgevid.data.datasets import dataset_mirror_classes, find_split, read_list_file
+from edgevid.data.datasets import dataset_class_pairs, find_split, read_list_file
 from edgevid.meta import ArtifactMeta
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -65,10 +65,10 @@ def test_label_files(tmp_path_factory, raw):
     _bounded("classes.txt", find_split, root, "train")
     (root / "classes.txt").unlink()
     (root / "mirror_classes.txt").write_bytes(raw)
-    _bounded("mirror_classes.txt", dataset_mirror_classes, root)
+    _bounded("mirror_classes.txt", lambda folder: dataset_class_pairs(folder, "mirror"), root)
     (root / "mirror_classes.txt").unlink()
     (root / "synth.json").write_bytes(raw)
-    _bounded("synth.json", dataset_mirror_classes, root)
+    _bounded("synth.json", lambda folder: dataset_class_pairs(folder, "reverse"), root)
 
 
 VALID = ArtifactMeta(model="tiny3d", classes=["a", "b"], frames=4, size=32, sampling_stride=2, mean=(0.45,) * 3,

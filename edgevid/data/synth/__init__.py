@@ -9,11 +9,11 @@ on one style and checked on another.
 
 Output (each file written atomically): ``OUT/{train,val}/<class>/<class>_NNNN.<ext>`` (H.264 .mp4; in ``wild``
 also MPEG-4 .avi and MJPEG .mkv), ``train.csv`` and ``val.csv`` (``path,label``, paths relative to OUT),
-``classes.txt`` and ``synth.json`` (written last: style, settings, classes, mirror-image class pairs for a
-recipe's flip augmentation, counts, the frame rates/sizes/codecs used and, for ``photo``/``wild``, each video's
-format, when its class's change happens (``event_s``: start and end in seconds) and the photographs' source).
-Every video is a pure function of (seed, style, class, split, number), so the same seed gives the same frames;
-``shapes`` output is byte-identical to the generator before styles existed.
+``classes.txt`` and ``synth.json`` (written last: style, settings, classes, the mirror-image and time-reversed class
+pairs for a recipe's flip and reversal augmentations, counts, the frame rates/sizes/codecs used and, for
+``photo``/``wild``, each video's format, when its class's change happens (``event_s``: start and end in seconds) and
+the photographs' source). Every video is a pure function of (seed, style, class, split, number), so the same seed
+gives the same frames; ``shapes`` output is byte-identical to the generator before styles existed.
 """
 
 from edgevid.data.synth.encode import CODECS, write_video

@@ -15,6 +15,7 @@ from edgevid.data.synth.encode import write_video
 from edgevid.data.synth.photo import (
     PHOTO_CLASSES,
     PHOTO_MIRROR_PAIRS,
+    PHOTO_REVERSE_PAIRS,
     PHOTOS,
     WILD_CLASSES,
     WILD_FACTORS,
@@ -23,7 +24,7 @@ from edgevid.data.synth.photo import (
     load_photos,
     render_photo_video,
 )
-from edgevid.data.synth.shapes import CLASS_NAMES, MIRROR_PAIRS, render_video
+from edgevid.data.synth.shapes import CLASS_NAMES, MIRROR_PAIRS, REVERSE_PAIRS, render_video
 from edgevid.data.transforms import opencv_single_thread
 from edgevid.errors import EdgevidError
 from edgevid.utils.atomic import write_json_atomic, write_text_atomic
@@ -31,8 +32,9 @@ from edgevid.utils.console import progress
 
 SPLITS = ("train", "val")
 SYNTH_FORMAT = 1
-STYLES = {"shapes": (CLASS_NAMES, MIRROR_PAIRS), "photo": (PHOTO_CLASSES, PHOTO_MIRROR_PAIRS),
-          "wild": (WILD_CLASSES, PHOTO_MIRROR_PAIRS)}
+STYLES = {"shapes": (CLASS_NAMES, MIRROR_PAIRS, REVERSE_PAIRS),
+          "photo": (PHOTO_CLASSES, PHOTO_MIRROR_PAIRS, PHOTO_REVERSE_PAIRS),
+          "wild": (WILD_CLASSES, PHOTO_MIRROR_PAIRS, PHOTO_REVERSE_PAIRS)}  # classes, mirror pairs, reverse pairs
 _DEFAULT_FPS = 25
 
 
@@ -82,6 +84,11 @@ class SynthConfig:
     def mirror_classes(self) -> list[tuple[str, str]]:
         names = set(self.class_names)
         return [pair for pair in STYLES[self.style][1] if set(pair) <= names]
+
+    @property
+    def reverse_classes(self) -> list[tuple[str, str]]:
+        names = set(self.class_names)
+        return [pair for pair in STYLES[self.style][2] if set(pair) <= names]
 
 
 def parse_vary(text: str) -> tuple[str, ...]:
@@ -170,6 +177,7 @@ def generate_synth(out: str | Path, config: SynthConfig | None = None, *, worker
         "config": asdict(config),
         "classes": config.class_names,
         "mirror_classes": [list(pair) for pair in config.mirror_classes],
+        "reverse_classes": [list(pair) for pair in config.reverse_classes],
         "counts": {split: config.classes * counts[split] for split in SPLITS},
         "choices": _choices([spec for _, spec, _ in written]),
         "seconds": round(time.perf_counter() - start, 2),

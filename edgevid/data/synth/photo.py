@@ -51,6 +51,8 @@ PHOTO_CLASSES = ("move_left", "move_right", "move_up", "move_down", "rotate_cloc
                  "zoom_in", "zoom_out", "fade_in", "fade_out")
 WILD_CLASSES = (*PHOTO_CLASSES, "shake")
 PHOTO_MIRROR_PAIRS = (("move_left", "move_right"), ("rotate_clockwise", "rotate_anticlockwise"))
+PHOTO_REVERSE_PAIRS = (("move_left", "move_right"), ("move_up", "move_down"),
+                       ("rotate_clockwise", "rotate_anticlockwise"), ("zoom_in", "zoom_out"), ("fade_in", "fade_out"))
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "hubble_deep_field.jpg", "ihc.png",
           "camera.png", "grass.png", "gravel.png", "brick.png")
 _PATCH_PHOTOS = 7  # the first seven are photographs of things; the last three, textures, are only backgrounds

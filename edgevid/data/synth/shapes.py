@@ -32,6 +32,8 @@ import numpy as np
 CLASS_NAMES = ("move_left", "move_right", "move_up", "move_down", "rotate_clockwise", "rotate_anticlockwise",
                "grow", "shrink", "appear", "disappear")
 MIRROR_PAIRS = (("move_left", "move_right"), ("rotate_clockwise", "rotate_anticlockwise"))
+REVERSE_PAIRS = (("move_left", "move_right"), ("move_up", "move_down"), ("rotate_clockwise", "rotate_anticlockwise"),
+                 ("grow", "shrink"), ("appear", "disappear"))  # each is the other played backwards
 
 # Primary object outlines (scaled to unit radius below); none is symmetric under rotation by less than 180 degrees.
 _OUTLINES = (
