@@ -41,15 +41,17 @@ VIEWS = (3, 1)  # best_val_top1_3clips: the best checkpoint on 3 clips spread ov
 
 
 def _current(root: Path, style: str) -> bool:
-    """``root`` holds a complete set written by this generator (photo/wild: with each video's event window)."""
+    """``root`` holds a complete set written by this generator (with its reverse pairs; photo/wild: with each
+    video's event window)."""
     if not (root / "synth.json").is_file():
         return False
-    videos = json.loads((root / "synth.json").read_text()).get("videos", {})
-    return style == "shapes" or all("event_s" in video for video in videos.values())
+    meta = json.loads((root / "synth.json").read_text())
+    return "reverse_classes" in meta and (style == "shapes" or all("event_s" in video
+                                                                   for video in meta.get("videos", {}).values()))
 
 
 def style_data(style: str) -> Path:
-    """The default set of ``style`` (seed 0), generated once (again when written before event windows)."""
+    """The default set of ``style`` (seed 0), generated once (again when an older generator wrote it)."""
     root = ROOT / "runs" / "bench" / f"synth-{style}"
     if not _current(root, style):
         console.print(f"generating edgevid data synth --style {style} into {root}")

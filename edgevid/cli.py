@@ -382,6 +382,7 @@ def data_synth_cmd(
 
     Example: edgevid data synth data/synth-photo --style photo --classes 10
     """
+    from edgevid.data.datasets import PAIR_KINDS
     from edgevid.data.synth import SynthConfig, generate_synth, parse_vary
 
     config = SynthConfig(classes=classes, videos_per_class=videos_per_class, val_per_class=val_per_class,
@@ -390,8 +391,9 @@ def data_synth_cmd(
     counts = summary["counts"]
     console.print(f"wrote {counts['train']} train + {counts['val']} val {style} videos of {len(summary['classes'])} "
                   f"classes to {out} in {summary['seconds']:.1f} s", highlight=False)
-    pairs = ", ".join("/".join(pair) for pair in summary["mirror_classes"]) or "none"
-    console.print(f"mirror-image class pairs (synth.json mirror_classes): {pairs}", highlight=False)
+    for kind, what in PAIR_KINDS.items():
+        pairs = ", ".join("/".join(pair) for pair in summary[f"{kind}_classes"]) or "none"
+        console.print(f"{what} class pairs (synth.json {kind}_classes): {pairs}", highlight=False)
 
 
 @data_app.command("info")

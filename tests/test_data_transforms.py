@@ -78,7 +78,11 @@ def test_reverse_plays_paired_classes_backwards_and_swaps_their_labels():
     clip = np.stack([np.full((32, 32, 3), 40 * t, dtype=np.uint8) for t in range(4)])
     augment = AugmentConfig(scale=(1.0, 1.0), aspect=(1.0, 1.0), flip=False,
                             reverse_classes=[("zoom_in", "zoom_out")])
-    transform = ClipAugment(32, MEAN, STD, augment, ["zoom_in", "zoom_out", "shake"])
+    classes = ["zoom_in", "zoom_out", "shake"]
+    off = ClipAugment(32, MEAN, STD, augment, classes)  # reverse is off unless a recipe turns it on
+    assert all(off(clip, 0, np.random.default_rng(seed))[1] == 0 for seed in range(10))
+    augment.reverse = True
+    transform = ClipAugment(32, MEAN, STD, augment, classes)
     seen = set()
     for seed in range(40):
         out, label = transform(clip, 0, np.random.default_rng(seed))

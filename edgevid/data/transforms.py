@@ -34,9 +34,9 @@ class AugmentConfig:
     ranges. ``short_side``: (min, max) pixels for short-side scale jitter instead of the random resized crop.
     ``flip``: random horizontal flip;
     ``mirror_classes``: class-name pairs whose labels swap when a clip is flipped (e.g. move_left/move_right).
-    ``reverse_classes``: class-name pairs each of which is the other played backwards (e.g. zoom_in/zoom_out,
-    open/close); a clip of either is reversed in time with probability 0.5 and takes the other's label. Clips of
-    other classes are never reversed.
+    ``reverse``: time reversal of ``reverse_classes``, class-name pairs each of which is the other played backwards
+    (e.g. zoom_in/zoom_out, open/close): a clip of either is reversed in time with probability 0.5 and takes the
+    other's label. Clips of other classes are never reversed.
     ``color_jitter``: strength c; brightness, contrast and saturation factors ~ U(1-c, 1+c), hue shift
     ~ U(-c/4, c/4) of a full turn, in random order; 0 disables. ``randaugment``: (ops per clip, magnitude 0-10).
     ``stride_jitter``: sampling stride scaled by U(1-j, 1+j). ``mixup_alpha``/``cutmix_alpha``: Beta(alpha, alpha)
@@ -47,6 +47,7 @@ class AugmentConfig:
     aspect: tuple[float, float] = (0.75, 1.333)
     flip: bool = True
     mirror_classes: list[tuple[str, str]] = field(default_factory=list)
+    reverse: bool = False
     reverse_classes: list[tuple[str, str]] = field(default_factory=list)
     color_jitter: float = 0.0
     randaugment: tuple[int, int] | None = None
@@ -360,7 +361,7 @@ class ClipAugment:
         if aug.flip and rng.random() < 0.5:
             clip = np.ascontiguousarray(clip[:, :, ::-1])
             label = int(self.mirror[label])
-        if self.reverse[label] != label and rng.random() < 0.5:
+        if aug.reverse and self.reverse[label] != label and rng.random() < 0.5:
             clip = np.ascontiguousarray(clip[::-1])
             label = int(self.reverse[label])
         if aug.color_jitter > 0:

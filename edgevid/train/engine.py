@@ -627,9 +627,13 @@ class Trainer:
                               "data), or set data.augment.flip=false", highlight=False, markup=False)
         if self.class_pairs["reverse"]:
             pairs = ", ".join("/".join(p) for p in self.class_pairs["reverse"])
-            console.print(f"time-reversal augmentation plays clips of these classes backwards as the other: {pairs} "
-                          f"({self.pair_sources['reverse']}; data.reverse_classes=[] turns it off)",
-                          highlight=False, markup=False)
+            if self.recipe.data.augment.reverse:
+                console.print(f"time-reversal augmentation plays clips of these classes backwards as the other: "
+                              f"{pairs} ({self.pair_sources['reverse']})", highlight=False, markup=False)
+            else:
+                console.print(f"{self.pair_sources['reverse']} declares time-reversed classes: {pairs}; "
+                              "data.augment.reverse=true trains on them played backwards", highlight=False,
+                              markup=False)
         model_cfg, optim = self.recipe.model, self.recipe.optim
         if self.init is not None:
             console.print(f"fine-tuning from {model_cfg.init}: {self.init_report}", highlight=False, soft_wrap=True)
