@@ -205,6 +205,14 @@ def test_openvino_streaming_equals_the_causal_clip_model(tmp_path):
     np.testing.assert_allclose(both, np.concatenate([first, first]), atol=1e-4)
 
 
+def test_openvino_streams_an_online_tsm_whose_states_are_single_frames(tmp_path):
+    model = tiny_tsm()
+    meta = _meta("tsm_mobilenetv2", {})
+    predictor = load_streaming(_streaming_export(model, meta, tmp_path, "openvino"))
+    assert streaming_parity(model, predictor, meta, tolerance=1e-4, frames=4).max_abs_diff < 1e-4
+    assert len(predictor._requests) == 2  # no chain of frame buffers: two requests take turns
+
+
 @pytest.mark.skipif("BF16" not in device_capabilities("CPU"), reason="this CPU has no BF16 arithmetic")
 def test_openvino_bf16_streaming_keeps_frame_buffers_in_bf16(tmp_path, monkeypatch):
     model = tiny_x3d()

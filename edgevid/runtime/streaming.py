@@ -331,7 +331,7 @@ class OpenVINOStreamingPredictor(GraphStreamingPredictor):
                                f"{str(exc).strip().splitlines()[0][:160]}") from None
         chains = self._ring_slots()
         buffered = Counter(len(chain) for chain in chains if len(chain) > 1)
-        requests = 1 + max(1, *(length for length, _ in buffered.most_common(1)))
+        requests = 1 + max([1, *(length for length, _ in buffered.most_common(1))])
         zeros = GraphStreamingPredictor._zero_states(self, batch)
         self._rings = [_StateRing(chain, self.states[chain[-1]]["rate"] if len(chain) > 1 else 1, zeros[chain[-1]],
                                   max(requests, len(chain) + 1), compiled,
