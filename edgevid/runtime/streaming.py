@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from abc import abstractmethod
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -263,15 +262,13 @@ class _StateRing:
 
 
 class OpenVINOStreamingPredictor(GraphStreamingPredictor):
-    """A streaming OpenVINO IR compiled for static shapes. Every state lives in a :class:`_StateRing` and ``N``
-    infer requests take turns (``N`` = 1 + the most common length of a conv's chain of frame buffers, at least 2):
-    in a ring of ``N`` slots turning every step, request ``j`` always reads and writes the same slots, so its
-    buffers are bound once and a step only sets the frame and runs. Longer chains (X3D's 5-tap stem) get rings of
-    their own length and are rebound every step, as rings that turn less often (temporal strides) are on the steps
-    they move: that costs a few port bindings, where one request per slot of the longest chain costs each request's
-    memory and a colder cache (X3D-XS: 3 requests instead of 5, about 5% off a step). In BF16 the frame buffers
-    are BF16 tensors: the graph reads and writes them as they are, where FP32 states cost two conversions per
-    state and step (the plugin rounds states to BF16 on the way in either way)."""
+    """A streaming OpenVINO IR compiled for static shapes. Every state lives in a :class:`_StateRing` of ``N``
+    slots and ``N`` infer requests take turns (``N`` = 1 + the longest chain of frame buffers, at least 2): with a
+    ring turning every step, request ``j`` always reads and writes the same slots, so its buffers are bound once
+    and a step only sets the frame and runs. Rings that turn less often (temporal strides) are rebound on the
+    steps they move. In BF16 the frame buffers are BF16 tensors: the graph reads and writes them as they are,
+    where FP32 states cost two conversions per state and step (the plugin rounds states to BF16 on the way in
+    either way)."""
 
     def __init__(self, predictor: Predictor, horizon: int | None = None) -> None:
         super().__init__(predictor, horizon)
@@ -330,14 +327,12 @@ class OpenVINOStreamingPredictor(GraphStreamingPredictor):
             raise EdgevidError(f"{self.path}: OpenVINO cannot compile the streaming model for batch {batch}: "
                                f"{str(exc).strip().splitlines()[0][:160]}") from None
         chains = self._ring_slots()
-        buffered = Counter(len(chain) for chain in chains if len(chain) > 1)
-        requests = 1 + max([1, *(length for length, _ in buffered.most_common(1))])
+        size = max(2, *(len(chain) + 1 for chain in chains))
         zeros = GraphStreamingPredictor._zero_states(self, batch)
         self._rings = [_StateRing(chain, self.states[chain[-1]]["rate"] if len(chain) > 1 else 1, zeros[chain[-1]],
-                                  max(requests, len(chain) + 1), compiled,
-                                  [self.states[slot]["name"] for slot in chain],
+                                  size, compiled, [self.states[slot]["name"] for slot in chain],
                                   bf16=self.states[chain[-1]]["name"] in bf16) for chain in chains]
-        self._requests = [compiled.create_infer_request() for _ in range(requests)]
+        self._requests = [compiled.create_infer_request() for _ in range(size)]
 
     def _current_states(self) -> list[np.ndarray]:
         states: list = [None] * len(self.states)
