@@ -168,8 +168,8 @@ class OnnxQuantizer:
             "ActivationSymmetric": scheme.symmetric_activations,
             "WeightSymmetric": True,
             "QuantizeBias": scheme.quantize_bias,
-            "DedicatedQDQPair": bool(scheme.op_types),  # ops outside op_types read the float tensor
-            "OpTypesToExcludeOutputQuantization": list(scheme.op_types),  # inputs only
+            "DedicatedQDQPair": bool(scheme.op_types),  # one pair per weighted input (same scale where shared)
+            "OpTypesToExcludeOutputQuantization": list(scheme.op_types),  # inputs only, never outputs
         }
         reader = None if self.cache.exists() else _feed_reader(self.feeds)
         try:

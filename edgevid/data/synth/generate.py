@@ -34,7 +34,8 @@ SPLITS = ("train", "val")
 SYNTH_FORMAT = 1
 STYLES = {"shapes": (CLASS_NAMES, MIRROR_PAIRS, REVERSE_PAIRS),
           "photo": (PHOTO_CLASSES, PHOTO_MIRROR_PAIRS, PHOTO_REVERSE_PAIRS),
-          "wild": (WILD_CLASSES, PHOTO_MIRROR_PAIRS, PHOTO_REVERSE_PAIRS)}  # classes, mirror pairs, reverse pairs
+          "wild": (WILD_CLASSES, PHOTO_MIRROR_PAIRS, PHOTO_REVERSE_PAIRS)}
+PAIR_COLUMNS = {"mirror": 1, "reverse": 2}  # where each kind of class pair sits in a STYLES entry
 _DEFAULT_FPS = 25
 
 
@@ -80,15 +81,10 @@ class SynthConfig:
     def class_names(self) -> list[str]:
         return list(STYLES[self.style][0][: self.classes])
 
-    @property
-    def mirror_classes(self) -> list[tuple[str, str]]:
+    def class_pairs(self, kind: str) -> list[tuple[str, str]]:
+        """The style's ``mirror`` (mirror-image) or ``reverse`` (time-reversed) class pairs among its classes."""
         names = set(self.class_names)
-        return [pair for pair in STYLES[self.style][1] if set(pair) <= names]
-
-    @property
-    def reverse_classes(self) -> list[tuple[str, str]]:
-        names = set(self.class_names)
-        return [pair for pair in STYLES[self.style][2] if set(pair) <= names]
+        return [pair for pair in STYLES[self.style][PAIR_COLUMNS[kind]] if set(pair) <= names]
 
 
 def parse_vary(text: str) -> tuple[str, ...]:
@@ -176,8 +172,7 @@ def generate_synth(out: str | Path, config: SynthConfig | None = None, *, worker
         "style": config.style,
         "config": asdict(config),
         "classes": config.class_names,
-        "mirror_classes": [list(pair) for pair in config.mirror_classes],
-        "reverse_classes": [list(pair) for pair in config.reverse_classes],
+        **{f"{kind}_classes": [list(pair) for pair in config.class_pairs(kind)] for kind in PAIR_COLUMNS},
         "counts": {split: config.classes * counts[split] for split in SPLITS},
         "choices": _choices([spec for _, spec, _ in written]),
         "seconds": round(time.perf_counter() - start, 2),
