@@ -82,8 +82,8 @@ def recipe_dataset(recipe: Recipe, data: Path):
     """The training split of ``data`` as the (resolved) recipe samples and augments it."""
     cfg = recipe.data
     return build_dataset(data, cfg.train_split, frames=cfg.frames, size=cfg.size,
-                         sampling_stride=cfg.sampling_stride, mean=cfg.mean, std=cfg.std, train=True,
-                         augment=cfg.augment, sampling=cfg.sampling)
+                         sampling_stride=cfg.frame_stride(), clip_seconds=cfg.span_seconds(), mean=cfg.mean,
+                         std=cfg.std, train=True, augment=cfg.augment, sampling=cfg.sampling, fit=cfg.fit)
 
 
 def _loader_for(recipe: Recipe, data: Path, workers: int) -> torch.utils.data.DataLoader:

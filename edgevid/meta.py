@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgevid import __version__
+from edgevid.data.sampling import FRAME_FITS
 from edgevid.errors import EdgevidError
 from edgevid.formats import CHECKPOINT_SUFFIXES, FORMATS, artifact_files, format_of
 from edgevid.precision import PRECISION_NAMES
@@ -113,6 +114,7 @@ class ArtifactMeta:
     fps: float = 30.0
     clip_seconds: float | None = None  # a dense clip's span in seconds; None: sampling_stride is in frames
     sampling: str = DEFAULT_SAMPLING  # how clips are drawn from a video (edgevid.data.sampling)
+    fit: str = "crop"  # how a frame becomes the square input: crop or squash (edgevid.data.sampling)
     precision: str = "fp32"
     arch: dict[str, Any] = field(default_factory=dict)
     input: InputSpec = field(default_factory=InputSpec)
@@ -133,6 +135,8 @@ class ArtifactMeta:
         self.pruned_shapes = {k: [int(d) for d in v] for k, v in self.pruned_shapes.items()}
         if self.head not in HEAD_KINDS:
             raise EdgevidError(f"metadata head {self.head!r} is not one of {', '.join(HEAD_KINDS)}")
+        if self.fit not in FRAME_FITS:
+            raise EdgevidError(f"metadata fit {self.fit!r} is not one of {', '.join(FRAME_FITS)}")
         if self.precision not in PRECISION_NAMES:
             raise EdgevidError(f"metadata precision {self.precision!r} is not one of {', '.join(PRECISION_NAMES)}")
         if len(self.mean) != 3 or len(self.std) != 3:

@@ -12,6 +12,7 @@ from edgevid.data.sampling import (
     jittered_stride,
     seconds_stride,
     segment_indices,
+    squash_box,
     train_indices,
     video_stride,
     view_indices,
@@ -72,10 +73,20 @@ def test_test_views_spread_clips_uniformly():
 
 
 def test_crop_boxes_along_the_long_side():
-    assert crop_boxes(120, 160, 3) == [(0, 0, 120), (0, 20, 120), (0, 40, 120)]
-    assert crop_boxes(160, 120, 3) == [(0, 0, 120), (20, 0, 120), (40, 0, 120)]
-    assert crop_boxes(120, 160, 1) == [(0, 20, 120)]
-    assert crop_boxes(64, 64, 3) == [(0, 0, 64)] * 3
+    assert crop_boxes(120, 160, 3) == [(0, 0, 120, 120), (0, 20, 120, 120), (0, 40, 120, 120)]
+    assert crop_boxes(160, 120, 3) == [(0, 0, 120, 120), (20, 0, 120, 120), (40, 0, 120, 120)]
+    assert crop_boxes(120, 160, 1) == [(0, 20, 120, 120)]
+    assert crop_boxes(64, 64, 3) == [(0, 0, 64, 64)] * 3
+
+
+def test_squash_fit_takes_the_whole_frame_and_maps_square_boxes_onto_it():
+    assert crop_boxes(108, 192, 1, "squash") == [(0, 0, 108, 192)]
+    with pytest.raises(ValueError, match="one crop, not 3"):
+        crop_boxes(108, 192, 3, "squash")
+    assert squash_box((0, 0, 108, 108), 108, 108, 192) == (0, 0, 108, 192)
+    assert squash_box((27, 54, 54, 54), 108, 108, 192) == (27, 96, 54, 96)
+    y, x, h, w = squash_box((107, 107, 5, 5), 108, 108, 192)  # a box at the far corner stays inside the frame
+    assert y + h <= 108 and x + w <= 192 and h >= 1 and w >= 1
 
 
 def test_clip_seconds_equals_the_frame_stride_it_describes():

@@ -124,6 +124,28 @@ def test_eval_transform_crops_the_centre_and_normalises():
         eval_transform(30, MEAN, STD)(frames.astype(np.float32))
 
 
+def test_squash_fit_keeps_the_whole_frame_in_eval_and_training():
+    """fit squash: evaluation resizes the whole 16:9 frame (the sides a crop cuts away stay in); training crops are
+    drawn on the square the frame becomes, so a full-scale crop is the whole frame too."""
+    frames = np.zeros((2, 54, 96, 3), dtype=np.uint8)
+    frames[:, :, :16] = 255  # a white band at the left edge, outside the centre square
+    crop = eval_transform(24, MEAN, STD)(frames)
+    squash = eval_transform(24, MEAN, STD, fit="squash")(frames)
+    white = (1 - torch.tensor(MEAN)) / torch.tensor(STD)
+    assert crop[:, :, :, 0].max() < 0 and torch.allclose(squash[:, :, :, 0], white[:, None, None].expand(3, 2, 24))
+    assert squash[:, :, :, 6:].max() < 0  # the band fills 16/96 of the width: 4 of 24 columns
+    whole = ClipAugment(24, MEAN, STD, AugmentConfig(scale=(1.0, 1.0), aspect=(1.0, 1.0), flip=False), ["a"],
+                        fit="squash")
+    clip, _ = whole(frames, 0, np.random.default_rng(0))
+    torch.testing.assert_close(clip, squash)
+    jitter = ClipAugment(24, MEAN, STD, AugmentConfig(scale=(0.5, 1.0), flip=False), ["a"], fit="squash")
+    for seed in range(20):  # any crop of the squashed frame stays inside it
+        clip, _ = jitter(frames, 0, np.random.default_rng(seed))
+        assert clip.shape == (3, 2, 24, 24)
+    with pytest.raises(ValueError, match="fit must be one of crop, squash"):
+        eval_transform(24, MEAN, STD, fit="letterbox")
+
+
 def test_normalize_matches_the_formula():
     clip = np.random.default_rng(0).integers(0, 256, size=(2, 5, 7, 3), dtype=np.uint8)
     expected = (torch.from_numpy(clip).permute(3, 0, 1, 2).float() / 255 - torch.tensor(MEAN)[:, None, None, None]) \

@@ -103,3 +103,13 @@ def test_sampling_rate_is_read_as_sampling_stride_and_newer_versions_are_refused
     assert upgrade_meta_dict(current) == {k: v for k, v in current.items() if k != "meta_version"}
     with pytest.raises(EdgevidError, match="malformed"):
         ArtifactMeta.from_dict({**current, "input": {"nme": "clip"}})
+
+
+def test_frame_fit_travels_in_the_metadata_and_defaults_to_crop():
+    current = ArtifactMeta.from_dict(_v1("checkpoint")).to_dict()
+    assert current["fit"] == "crop"
+    squash = ArtifactMeta.from_dict({**current, "fit": "squash"})
+    assert ArtifactMeta.from_dict(squash.to_dict()).fit == "squash"
+    assert ArtifactMeta.from_dict({k: v for k, v in current.items() if k != "fit"}).fit == "crop"
+    with pytest.raises(EdgevidError, match="metadata fit 'letterbox' is not one of crop, squash"):
+        ArtifactMeta.from_dict({**current, "fit": "letterbox"})

@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+import edgevid.train.engine as engine
 from edgevid.checkpoint import load_checkpoint, save_checkpoint
 from edgevid.cli import main
+from edgevid.data import eval_transform
 from edgevid.errors import EdgevidError
+from edgevid.runtime import load
 from edgevid.train import evaluate, predict_video, train
 from edgevid.train.engine import read_metrics
 
@@ -157,6 +160,44 @@ def test_user_errors(runs, dataset, tmp_path, capsys):
         train(TINY, tmp_path / "nowhere", tmp_path / "r2")
     with pytest.raises(EdgevidError, match=r"model\.overrides: .*bogus"):
         train(TINY, dataset, tmp_path / "r3", overrides=["model.overrides.bogus=1"])
+
+
+def test_a_squash_fit_model_prepares_frames_the_same_way_everywhere(dataset, tmp_path):
+    """data.fit=squash goes into the checkpoint, and every predictor (and so live, eval, export) squashes frames."""
+    run = train(TINY, dataset, tmp_path / "r", overrides=["train.epochs=1", "data.fit=squash"])
+    meta = load_checkpoint(run / "best.pt").meta
+    assert meta.fit == "squash"
+    frames = np.random.default_rng(0).integers(0, 256, size=(meta.frames, 36, 80, 3), dtype=np.uint8)
+    predictor = load(run)
+    expected = eval_transform(meta.size, meta.mean, meta.std, "squash")(frames).numpy()
+    np.testing.assert_allclose(predictor.preprocess(frames), expected)
+    assert not np.allclose(expected, eval_transform(meta.size, meta.mean, meta.std)(frames).numpy())
+    with pytest.raises(EdgevidError, match=r"fit squash\) takes one spatial crop, e.g. 2x1"):
+        evaluate(run, dataset, views=(2, 3), workers=0)
+
+
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_cpu_amp_trains_in_bf16_only_where_the_cpu_has_it(dataset, tmp_path, monkeypatch, capsys, has_bf16):
+    """``train.cpu_amp``: convolutions compute in BF16 under autocast on a BF16 CPU; elsewhere FP32, said at the start.
+    The CPU's answer is patched, so both branches run on any CPU (autocast emulates BF16 where it is missing)."""
+    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: has_bf16)
+    dtypes: set[torch.dtype] = set()
+
+    def record(module, inputs, output):
+        if isinstance(module, torch.nn.Conv3d) and module.training:
+            dtypes.add(output.dtype)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        run = train(TINY, dataset, tmp_path / "r", overrides=["train.epochs=1", "train.cpu_amp=true"])
+    finally:
+        handle.remove()
+    out = capsys.readouterr().out
+    assert dtypes == ({torch.bfloat16} if has_bf16 else {torch.float32})
+    assert ("(bf16 autocast)" in out) == has_bf16
+    assert ("train.cpu_amp needs a CPU with AVX512_BF16 or AMX" in out) != has_bf16
+    weights = load_checkpoint(run / "last.pt").state_dict
+    assert all(v.dtype == torch.float32 for v in weights.values() if v.is_floating_point())
 
 
 @pytest.mark.slow

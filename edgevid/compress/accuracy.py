@@ -53,7 +53,7 @@ class ValidationSet:
         dataset = build_dataset(data, split, frames=meta.frames, size=meta.size,
                                 sampling_stride=meta.sampling_stride, mean=meta.mean, std=meta.std, train=False,
                                 sampling=meta.sampling, classes=meta.classes,
-                                clip_seconds=meta.clip_seconds)
+                                clip_seconds=meta.clip_seconds, fit=meta.fit)
         indices = np.arange(len(dataset))
         if max_clips is not None and max_clips < len(indices):
             indices = np.linspace(0, len(indices) - 1, max_clips).round().astype(int)

@@ -59,11 +59,12 @@ class Preprocessing:
     sampling: str
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    fit: str = "crop"
 
     @classmethod
     def from_meta(cls, meta: ArtifactMeta) -> Preprocessing:
         return cls(meta.frames, meta.size, meta.sampling_stride, meta.sampling,
-                   tuple(meta.mean), tuple(meta.std))
+                   tuple(meta.mean), tuple(meta.std), meta.fit)
 
     @classmethod
     def from_model(cls, name: str, sampling: str = "dense") -> Preprocessing:
@@ -72,11 +73,12 @@ class Preprocessing:
 
     def describe(self) -> str:
         return (f"{self.frames}x{self.size}x{self.size} clips, stride {self.sampling_stride}, {self.sampling} "
-                f"sampling, mean {_fmt(self.mean)}, std {_fmt(self.std)}")
+                f"sampling, {self.fit} fit, mean {_fmt(self.mean)}, std {_fmt(self.std)}")
 
     def mismatches(self, other: Preprocessing) -> list[str]:
         """Names of the fields in which ``other`` differs (mean/std compared to 1e-6)."""
-        names = [n for n in ("frames", "size", "sampling_stride", "sampling") if getattr(self, n) != getattr(other, n)]
+        names = [n for n in ("frames", "size", "sampling_stride", "sampling", "fit")
+                 if getattr(self, n) != getattr(other, n)]
         names += [n for n in ("mean", "std") if not np.allclose(getattr(self, n), getattr(other, n), atol=1e-6)]
         return names
 
@@ -168,7 +170,7 @@ class CalibrationManifest:
         """Decode and normalise every clip: a list of float32 [1, 3, T, S, S] arrays (manifest order)."""
 
         prep = self.preprocessing
-        transform = eval_transform(prep.size, prep.mean, prep.std)
+        transform = eval_transform(prep.size, prep.mean, prep.std, prep.fit)
         clips = []
         with progress(transient=True) as bar:
             task = bar.add_task("calibration clips", total=len(self.clips), info=self.name, visible=show_progress)
@@ -198,7 +200,8 @@ def load_manifest(path: str | Path) -> CalibrationManifest:
     try:
         prep = data["preprocessing"]
         preprocessing = Preprocessing(int(prep["frames"]), int(prep["size"]), int(prep["sampling_stride"]),
-                                      str(prep["sampling"]), tuple(prep["mean"]), tuple(prep["std"]))
+                                      str(prep["sampling"]), tuple(prep["mean"]), tuple(prep["std"]),
+                                      str(prep.get("fit", "crop")))
         clips = [CalibrationClip(str(c["path"]), int(c["label"]), int(c["start"]),
                                  None if c["stride"] is None else int(c["stride"]), int(c["frames"]),
                                  tuple(int(i) for i in c["indices"])) for c in data["clips"]]
@@ -243,7 +246,8 @@ def build_manifest(data: str | Path, num: int, preprocessing: Preprocessing, *, 
         raise EdgevidError(f"--seed must be >= 0, got {seed}")
     prep = preprocessing
     dataset = build_dataset(data, split, frames=prep.frames, size=prep.size, sampling_stride=prep.sampling_stride,
-                            mean=prep.mean, std=prep.std, train=False, sampling=prep.sampling, classes=classes)
+                            mean=prep.mean, std=prep.std, train=False, sampling=prep.sampling, classes=classes,
+                            fit=prep.fit)
     if len(dataset) == 0:
         raise EdgevidError(f"{data}: split {split!r} has no videos to calibrate with")
     root = Path(data).resolve() if Path(data).is_dir() else Path(data).resolve().parent

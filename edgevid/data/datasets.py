@@ -45,7 +45,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from edgevid.data.decode import VIDEO_EXTENSIONS, VideoCache, VideoDecodeError
-from edgevid.data.sampling import check_mode, clip_span, crop_boxes, train_indices, video_stride, view_indices
+from edgevid.data.sampling import (
+    FRAME_FITS,
+    check_mode,
+    clip_span,
+    crop_boxes,
+    train_indices,
+    video_stride,
+    view_indices,
+)
 from edgevid.data.transforms import AugmentConfig, ClipAugment, normalize, opencv_single_thread, resize_crop
 from edgevid.errors import EdgevidError
 from edgevid.utils.textfiles import MAX_LABEL_BYTES, MAX_LIST_BYTES, read_user_text
@@ -457,8 +465,11 @@ class ClipDataset(Dataset):
     def __init__(self, samples: list[VideoSample], classes: list[str], *, layout: str, source: Path, frames: int,
                  size: int, sampling_stride: float, mean: Sequence[float], std: Sequence[float], train: bool,
                  augment: AugmentConfig | None = None, sampling: str = "dense", views: tuple[int, int] = (1, 1),
-                 strict: bool = False, cache_gb: float = 0.0, clip_seconds: float | None = None) -> None:
+                 strict: bool = False, cache_gb: float = 0.0, clip_seconds: float | None = None,
+                 fit: str = "crop") -> None:
         check_mode(sampling)
+        if fit not in FRAME_FITS:
+            raise EdgevidError(f"fit must be one of {', '.join(FRAME_FITS)}, got {fit!r}")
         if cache_gb < 0:
             raise EdgevidError(f"cache_gb must be >= 0, got {cache_gb}")
         if frames < 1 or size < 1 or sampling_stride <= 0:
@@ -471,6 +482,9 @@ class ClipDataset(Dataset):
             raise EdgevidError(f"views must be positive (clips, crops), got {views}")
         if train and views != (1, 1):
             raise EdgevidError(f"test views {views[0]}x{views[1]} are for evaluation; training uses one clip")
+        if fit == "squash" and views[1] != 1:
+            raise EdgevidError(f"test views {views[0]}x{views[1]}: a model that squashes whole frames (fit squash) "
+                               f"takes one spatial crop, e.g. {views[0]}x1")
         self.samples = samples
         self.classes = list(classes)
         self.layout = layout
@@ -486,7 +500,8 @@ class ClipDataset(Dataset):
         self.views = views
         self.strict = strict
         self.augment = augment if augment is not None else AugmentConfig()
-        self._augment = ClipAugment(size, self.mean, self.std, self.augment, self.classes) if train else None
+        self.fit = fit
+        self._augment = ClipAugment(size, self.mean, self.std, self.augment, self.classes, fit) if train else None
         self._videos = VideoCache(int(cache_gb * 2**30))
 
     @property
@@ -555,9 +570,9 @@ class ClipDataset(Dataset):
         return first, max(last - first, 1)
 
     def _eval_views(self, frames: np.ndarray) -> torch.Tensor:
-        boxes = crop_boxes(frames.shape[1], frames.shape[2], self.views[1])
-        views = [normalize(resize_crop(clip, (y, x, side, side), self.size), self.mean, self.std)
-                 for clip in np.split(frames, self.views[0]) for y, x, side in boxes]
+        boxes = crop_boxes(frames.shape[1], frames.shape[2], self.views[1], self.fit)
+        views = [normalize(resize_crop(clip, box, self.size), self.mean, self.std)
+                 for clip in np.split(frames, self.views[0]) for box in boxes]
         return views[0] if len(views) == 1 else torch.stack(views)
 
     def __repr__(self) -> str:
@@ -570,10 +585,11 @@ def build_dataset(root: str | Path, split: str, *, frames: int, size: int, sampl
                   mean: Sequence[float], std: Sequence[float], train: bool, augment: AugmentConfig | None = None,
                   sampling: str = "dense", views: tuple[int, int] = (1, 1), strict: bool = False,
                   classes: Sequence[str] | None = None, cache_gb: float = 0.0,
-                  clip_seconds: float | None = None) -> ClipDataset:
+                  clip_seconds: float | None = None, fit: str = "crop") -> ClipDataset:
     """The clips of ``split`` under ``root`` (any supported layout); ``classes`` forces a trained model's classes.
 
-    ``clip_seconds`` samples dense clips by duration instead of by ``sampling_stride`` frames (see ClipDataset)."""
+    ``clip_seconds`` samples dense clips by duration instead of by ``sampling_stride`` frames (see ClipDataset);
+    ``fit`` says how a frame becomes the square input (crop or squash, :mod:`edgevid.data.sampling`)."""
     found = find_split(root, split)
     class_names = list(classes) if classes is not None else found.classes
     if len(set(class_names)) != len(class_names):
@@ -581,7 +597,7 @@ def build_dataset(root: str | Path, split: str, *, frames: int, size: int, sampl
     return ClipDataset(found.samples(class_names), class_names, layout=found.layout, source=found.source,
                        frames=frames, size=size, sampling_stride=sampling_stride, mean=mean, std=std, train=train,
                        augment=augment, sampling=sampling, views=views, strict=strict, cache_gb=cache_gb,
-                       clip_seconds=clip_seconds)
+                       clip_seconds=clip_seconds, fit=fit)
 
 
 # -------------------------------------------------------------------------------------------- class pairs

@@ -17,6 +17,9 @@
   (one clip: centred), or for segments ``num_clips`` offsets ``(k + 0.5) / num_clips`` inside every segment;
   ``num_crops`` square crops along the long side of the frame (1: centre; 3: left/centre/right or
   top/centre/bottom) on frames whose short side is resized to the crop size.
+- Frame fit: ``crop`` (the papers' way: short side to the input size, a square crop) or ``squash`` (the whole
+  frame resized to the square input, aspect ratio not kept: an action near the edge of a wide frame stays in
+  view). Training crops of a squashed frame are drawn on the square it becomes.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 SAMPLING_MODES = ("dense", "segments")
+FRAME_FITS = ("crop", "squash")
 
 
 def clip_span(frames: int, stride: float) -> int:
@@ -128,17 +132,36 @@ def check_mode(mode: str) -> None:
         raise ValueError(f"sampling must be one of {', '.join(SAMPLING_MODES)}, got {mode!r}")
 
 
-def crop_boxes(height: int, width: int, num_crops: int) -> list[tuple[int, int, int]]:
-    """``(y, x, side)`` square crops of side ``min(height, width)`` spread along the long side.
+def check_fit(fit: str) -> None:
+    if fit not in FRAME_FITS:
+        raise ValueError(f"fit must be one of {', '.join(FRAME_FITS)}, got {fit!r}")
 
-    Resizing each box to ``size`` equals resizing the short side to ``size`` and cropping ``size x size`` at the
-    corresponding place (1 crop: centre; 3: left/centre/right for landscape, top/centre/bottom for portrait).
+
+def crop_boxes(height: int, width: int, num_crops: int, fit: str = "crop") -> list[tuple[int, int, int, int]]:
+    """``(y, x, h, w)`` source boxes of the test crops, each resized to the square input.
+
+    ``crop``: squares of side ``min(height, width)`` spread along the long side; resizing one to ``size`` equals
+    resizing the short side to ``size`` and cropping ``size x size`` there (1 crop: centre; 3: left/centre/right
+    for landscape, top/centre/bottom for portrait). ``squash``: the whole frame, one crop.
     """
+    check_fit(fit)
     if num_crops < 1:
         raise ValueError(f"num_crops must be >= 1, got {num_crops}")
+    if fit == "squash":
+        if num_crops != 1:
+            raise ValueError(f"a squashed frame has one crop, not {num_crops}")
+        return [(0, 0, height, width)]
     side = min(height, width)
     slack = max(height, width) - side
     offsets = [slack // 2] if num_crops == 1 else [round(k * slack / (num_crops - 1)) for k in range(num_crops)]
     if width >= height:
-        return [(0, x, side) for x in offsets]
-    return [(y, 0, side) for y in offsets]
+        return [(0, x, side, side) for x in offsets]
+    return [(y, 0, side, side) for y in offsets]
+
+
+def squash_box(box: tuple[int, int, int, int], side: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """A box drawn on a ``side`` square mapped onto the ``height x width`` frame squashed into that square."""
+    y, x, h, w = box
+    sy, sx = height / side, width / side
+    top, left = min(round(y * sy), height - 1), min(round(x * sx), width - 1)
+    return top, left, max(1, min(round(h * sy), height - top)), max(1, min(round(w * sx), width - left))

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from edgevid.data.sampling import crop_boxes
+from edgevid.data.sampling import check_fit, crop_boxes, squash_box
 from edgevid.errors import EdgevidError
 
 
@@ -149,13 +149,16 @@ def resize_crop(frames: np.ndarray, box: tuple[int, int, int, int], size: int) -
     return out
 
 
-def eval_transform(size: int, mean: Sequence[float], std: Sequence[float]) -> Callable[..., torch.Tensor]:
-    """uint8 RGB frames [T, H, W, 3] -> float32 [3, T, size, size]: short-side resize, centre crop, normalise."""
+def eval_transform(size: int, mean: Sequence[float], std: Sequence[float],
+                   fit: str = "crop") -> Callable[..., torch.Tensor]:
+    """uint8 RGB frames [T, H, W, 3] -> float32 [3, T, size, size]: short-side resize and centre crop (``fit``
+    crop) or the whole frame resized (squash), then normalise."""
+    check_fit(fit)
 
     def transform(frames) -> torch.Tensor:
         frames = _as_frames(frames)
-        (y, x, side), = crop_boxes(frames.shape[1], frames.shape[2], 1)
-        return normalize(resize_crop(frames, (y, x, side, side), size), mean, std)
+        box, = crop_boxes(frames.shape[1], frames.shape[2], 1, fit)
+        return normalize(resize_crop(frames, box, size), mean, std)
 
     return transform
 
@@ -179,8 +182,7 @@ def random_resized_box(height: int, width: int, scale: tuple[float, float], aspe
         h = round(math.sqrt(target / ratio))
         if 0 < w <= width and 0 < h <= height:
             return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
-    (y, x, side), = crop_boxes(height, width, 1)
-    return y, x, side, side
+    return crop_boxes(height, width, 1)[0]
 
 
 def short_side_jitter_box(height: int, width: int, size: int, short_side: tuple[int, int],
@@ -342,8 +344,10 @@ class ClipAugment:
     """Training transform: (uint8 frames [T, H, W, 3], label, rng) -> (float32 [3, T, size, size], label)."""
 
     def __init__(self, size: int, mean: Sequence[float], std: Sequence[float], augment: AugmentConfig,
-                 classes: Sequence[str]) -> None:
+                 classes: Sequence[str], fit: str = "crop") -> None:
+        check_fit(fit)
         self.size = size
+        self.fit = fit
         self.mean = mean
         self.std = std
         self.augment = augment
@@ -353,10 +357,14 @@ class ClipAugment:
     def __call__(self, frames: np.ndarray, label: int, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
         aug = self.augment
         height, width = frames.shape[1:3]
+        side = min(height, width)
+        drawn_on = (side, side) if self.fit == "squash" else (height, width)
         if aug.short_side is not None:
-            box = short_side_jitter_box(height, width, self.size, aug.short_side, rng)
+            box = short_side_jitter_box(*drawn_on, self.size, aug.short_side, rng)
         else:
-            box = random_resized_box(height, width, aug.scale, aug.aspect, rng)
+            box = random_resized_box(*drawn_on, aug.scale, aug.aspect, rng)
+        if self.fit == "squash":
+            box = squash_box(box, side, height, width)
         clip = resize_crop(frames, box, self.size)
         if aug.flip and rng.random() < 0.5:
             clip = np.ascontiguousarray(clip[:, :, ::-1])

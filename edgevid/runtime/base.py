@@ -50,7 +50,7 @@ class Predictor(ABC):
     def preprocess(self, frames) -> np.ndarray:
         """uint8 RGB frames [T, H, W, 3] -> normalised float32 [3, T, S, S]."""
         if self._transform is None:
-            self._transform = eval_transform(self.meta.size, self.meta.mean, self.meta.std)
+            self._transform = eval_transform(self.meta.size, self.meta.mean, self.meta.std, self.meta.fit)
         clip = self._transform(frames)
         return np.ascontiguousarray(clip.numpy() if hasattr(clip, "numpy") else clip, dtype=np.float32)
 

@@ -42,6 +42,7 @@ from edgevid.data.datasets import PAIR_KINDS, dataset_class_pairs, distinct_skip
 from edgevid.errors import EdgevidError
 from edgevid.meta import ArtifactMeta
 from edgevid.models import create_model
+from edgevid.precision import cpu_has_bf16, describe_cpu
 from edgevid.train.distributed import DistContext, distributed_context
 from edgevid.train.finetune import apply_freeze, check_init_model, load_init_weights, set_frozen_eval
 from edgevid.train.optim import ModelEma, WarmupCosine, build_optimizer, scaled_lr
@@ -265,6 +266,8 @@ class Trainer:
                                       round(recipe.optim.head_warmup_epochs * self.steps_per_epoch))
         self.amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bf16" else torch.float16
         self.amp = cfg.amp and ctx.device.type == "cuda"
+        if ctx.device.type == "cpu" and cfg.cpu_amp:
+            self.amp, self.amp_dtype = cpu_has_bf16(), torch.bfloat16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
         self.start_epoch, self.global_step, self.best_top1, self.best_epoch = 0, 0, -1.0, 0
         self.rows: list[dict[str, Any]] = []
@@ -303,7 +306,7 @@ class Trainer:
         data, cfg, ctx = self.recipe.data, self.recipe.train, self.ctx
         common = dict(frames=data.frames, size=data.size, sampling_stride=data.frame_stride(), mean=data.mean,
                       std=data.std, sampling=data.sampling, strict=data.strict, cache_gb=data.cache_gb,
-                      clip_seconds=data.span_seconds())
+                      clip_seconds=data.span_seconds(), fit=data.fit)
         names = classes if classes is not None else find_split(self.data_root, data.train_split).classes
         self.train_set = build_dataset(self.data_root, data.train_split, train=True,
                                        augment=self._pair_augment(names), classes=classes, **common)
@@ -364,7 +367,7 @@ class Trainer:
             head=base.head if base else self.recipe.model.head, fps=data.model_fps(),
             clip_seconds=data.span_seconds(),
             arch=dict(base.arch if base else self.arch),
-            sampling=data.sampling, pruned_shapes=dict(base.pruned_shapes) if base else {},
+            sampling=data.sampling, fit=data.fit, pruned_shapes=dict(base.pruned_shapes) if base else {},
             extra={**(base.extra if base else {}), "recipe": self.recipe_name, **extra},
         )
 
@@ -445,7 +448,7 @@ class Trainer:
     def _autocast(self) -> contextlib.AbstractContextManager:
         if not self.amp:
             return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=self.amp_dtype)
+        return torch.autocast(self.ctx.device.type, dtype=self.amp_dtype)
 
     def _train_epoch(self, epoch: int) -> tuple[dict[str, float], list[tuple[str, str]]]:
         cfg, ctx = self.recipe.train, self.ctx
@@ -605,13 +608,20 @@ class Trainer:
             console.print(f"note: {self.train_set.short_note(len(short))}", highlight=False, soft_wrap=True)
             self._short_said = True
 
+    def _arithmetic(self) -> str:
+        if self.amp:
+            return f" ({'bf16' if self.amp_dtype == torch.bfloat16 else 'fp16'} autocast)"
+        if self.recipe.train.cpu_amp and self.ctx.device.type == "cpu":
+            return f" (fp32: train.cpu_amp needs a CPU with AVX512_BF16 or AMX; detected: {describe_cpu()})"
+        return ""
+
     def _announce(self) -> None:
         cfg = self.recipe.train
         budget = (f" (as many as fit in train.minutes={cfg.minutes:g}, {self.elapsed_before / 60:.1f} used)"
                   if cfg.minutes is not None else "")
         console.print(
             f"training {self.recipe.model.name} ({len(self.classes)} classes, {len(self.train_set)} train / "
-            f"{self.val_size} val clips) on {self.ctx.device} x{self.ctx.world_size}: "
+            f"{self.val_size} val clips) on {self.ctx.device} x{self.ctx.world_size}{self._arithmetic()}: "
             f"epochs {self.start_epoch + 1}-{cfg.epochs}{budget}, effective batch {self.effective_batch}, "
             f"peak lr {self.scheduler.peak_lr:.2e}, {self.steps_per_epoch} steps/epoch -> {self.run_dir}",
             highlight=False,

@@ -119,7 +119,8 @@ def evaluate(artifact: str | Path, data: str | Path, split: str = "val", views: 
         raise EdgevidError(f"{artifact}: a 'features' head artifact has no class scores to evaluate")
     dataset = build_dataset(data, split, frames=meta.frames, size=meta.size, sampling_stride=meta.sampling_stride,
                             mean=meta.mean, std=meta.std, train=False, sampling=meta.sampling,
-                            views=views, strict=strict, classes=meta.classes, clip_seconds=meta.clip_seconds)
+                            views=views, strict=strict, classes=meta.classes, clip_seconds=meta.clip_seconds,
+                            fit=meta.fit)
     if len(dataset) == 0:
         raise EdgevidError(f"{data}: split {split!r} has no clips")
     loader = build_loader(dataset, batch, shuffle=False, workers=workers)

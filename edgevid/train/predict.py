@@ -44,7 +44,7 @@ def predict_video(artifact: str | Path, video: str | Path, topk: int = 5, views:
     dataset = ClipDataset([VideoSample(video, 0)], meta.classes, layout="file", source=video, frames=meta.frames,
                           size=meta.size, sampling_stride=meta.sampling_stride, mean=meta.mean, std=meta.std,
                           train=False, sampling=meta.sampling, views=views, strict=True,
-                          clip_seconds=meta.clip_seconds)
+                          clip_seconds=meta.clip_seconds, fit=meta.fit)
     clips, _ = dataset.load(0)
     batch = clips.reshape(-1, *clips.shape[-4:]).numpy()
     scores = predictor.predict(batch)
