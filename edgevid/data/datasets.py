@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from edgevid.data.decode import VIDEO_EXTENSIONS, VideoCache, VideoDecodeError
 from edgevid.data.sampling import (
-    FRAME_FITS,
+    check_fit,
     check_mode,
     clip_span,
     crop_boxes,
@@ -468,8 +468,7 @@ class ClipDataset(Dataset):
                  strict: bool = False, cache_gb: float = 0.0, clip_seconds: float | None = None,
                  fit: str = "crop") -> None:
         check_mode(sampling)
-        if fit not in FRAME_FITS:
-            raise EdgevidError(f"fit must be one of {', '.join(FRAME_FITS)}, got {fit!r}")
+        check_fit(fit)
         if cache_gb < 0:
             raise EdgevidError(f"cache_gb must be >= 0, got {cache_gb}")
         if frames < 1 or size < 1 or sampling_stride <= 0:
