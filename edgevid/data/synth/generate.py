@@ -32,10 +32,19 @@ from edgevid.utils.console import progress
 
 SPLITS = ("train", "val")
 SYNTH_FORMAT = 1
-STYLES = {"shapes": (CLASS_NAMES, MIRROR_PAIRS, REVERSE_PAIRS),
-          "photo": (PHOTO_CLASSES, PHOTO_MIRROR_PAIRS, PHOTO_REVERSE_PAIRS),
-          "wild": (WILD_CLASSES, PHOTO_MIRROR_PAIRS, PHOTO_REVERSE_PAIRS)}
-PAIR_COLUMNS = {"mirror": 1, "reverse": 2}  # where each kind of class pair sits in a STYLES entry
+
+
+@dataclass(frozen=True)
+class Style:
+    """A style's classes and its class pairs by kind (``mirror``: mirror images, ``reverse``: played backwards)."""
+
+    classes: tuple[str, ...]
+    pairs: dict[str, tuple[tuple[str, str], ...]]
+
+
+STYLES = {"shapes": Style(CLASS_NAMES, {"mirror": MIRROR_PAIRS, "reverse": REVERSE_PAIRS}),
+          "photo": Style(PHOTO_CLASSES, {"mirror": PHOTO_MIRROR_PAIRS, "reverse": PHOTO_REVERSE_PAIRS}),
+          "wild": Style(WILD_CLASSES, {"mirror": PHOTO_MIRROR_PAIRS, "reverse": PHOTO_REVERSE_PAIRS})}
 _DEFAULT_FPS = 25
 
 
@@ -56,7 +65,7 @@ class SynthConfig:
     def __post_init__(self) -> None:
         if self.style not in STYLES:
             raise EdgevidError(f"synth --style must be one of {', '.join(STYLES)}, got {self.style!r}")
-        names = STYLES[self.style][0]
+        names = STYLES[self.style].classes
         if not 2 <= self.classes <= len(names):
             raise EdgevidError(f"synth --classes must be 2..{len(names)} for --style {self.style}, got {self.classes}")
         if self.videos_per_class < 1 or self.val_per_class < 0:
@@ -79,12 +88,12 @@ class SynthConfig:
 
     @property
     def class_names(self) -> list[str]:
-        return list(STYLES[self.style][0][: self.classes])
+        return list(STYLES[self.style].classes[: self.classes])
 
     def class_pairs(self, kind: str) -> list[tuple[str, str]]:
         """The style's ``mirror`` (mirror-image) or ``reverse`` (time-reversed) class pairs among its classes."""
         names = set(self.class_names)
-        return [pair for pair in STYLES[self.style][PAIR_COLUMNS[kind]] if set(pair) <= names]
+        return [pair for pair in STYLES[self.style].pairs[kind] if set(pair) <= names]
 
 
 def parse_vary(text: str) -> tuple[str, ...]:
@@ -172,7 +181,7 @@ def generate_synth(out: str | Path, config: SynthConfig | None = None, *, worker
         "style": config.style,
         "config": asdict(config),
         "classes": config.class_names,
-        **{f"{kind}_classes": [list(pair) for pair in config.class_pairs(kind)] for kind in PAIR_COLUMNS},
+        **{f"{kind}_classes": [list(pair) for pair in config.class_pairs(kind)] for kind in STYLES[config.style].pairs},
         "counts": {split: config.classes * counts[split] for split in SPLITS},
         "choices": _choices([spec for _, spec, _ in written]),
         "seconds": round(time.perf_counter() - start, 2),
