@@ -179,7 +179,8 @@ def tune_cmd(
     budget: str = typer.Option(..., "--budget", help="Total wall-clock budget of the study, e.g. 90s, 15m, 1h "
                                                      "(a resumed study spends what is left)."),
     trial_budget: str = typer.Option(None, "--trial-budget", help="Stop a trial after the epoch that passes this "
-                                                                  "(default: a quarter of --budget)."),
+                                                                  "(default: a quarter of --budget); a trial "
+                                                                  "starts only while this much of it is left."),
     out: str = typer.Option(None, "--out", "-o", help="Output directory for trials, best.yaml, trials.csv, "
                                                       "tune.png (default: runs/tune/<recipe>)."),
     storage: str = typer.Option(None, "--storage", help="Optuna storage URL shared by every process of the study "

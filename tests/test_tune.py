@@ -137,6 +137,21 @@ def test_study_clock_counts_overlapping_sessions_once():
     assert clock.index() == 3
 
 
+def test_a_trial_starts_only_while_its_whole_budget_is_left(dataset, tmp_path, monkeypatch, capsys):
+    # a shorter last trial would not compare with the others (it trains for less time): the study ends instead
+    kwargs = {"budget_s": 300, "trial_budget_s": 120, "space": {"train.epochs": None},
+              "overrides": ["train.epochs=1"]}
+    monkeypatch.setattr(_StudyClock, "left", lambda self: 100.0)
+    result = tune(TINY, dataset, tmp_path / "tune", **kwargs)
+    out = capsys.readouterr().out
+    assert [r["state"] for r in result.rows] == ["waiting"] and result.best is None  # the base trial, queued
+    assert "100s of its 5m budget left, less than a trial's 2m" in out and not (tmp_path / "tune" / "trials").exists()
+    monkeypatch.setattr(_StudyClock, "left", lambda self: 130.0)
+    result = tune(TINY, dataset, tmp_path / "tune", n_trials=1, **kwargs)
+    (trial,) = _study(tmp_path / "tune").get_trials()
+    assert [r["state"] for r in result.rows] == ["complete"] and trial.user_attrs["budget_s"] == 120
+
+
 @pytest.mark.slow
 def test_tiny_study_writes_a_best_recipe_matching_the_best_trial(dataset, tmp_path):
     out = tmp_path / "tune"

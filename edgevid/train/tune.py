@@ -9,7 +9,8 @@ the budget. The objective is the trial's best val top-1.
 The study lives in an Optuna RDB storage (``sqlite:///OUT/study.db`` by default): running the same command again
 continues it, and several processes or machines given the same ``--storage`` and ``--study`` share it. The total
 budget is wall-clock time during which at least one process worked on the study (each process records its own
-interval in the study; overlapping intervals count once), so a resumed study only spends what is left.
+interval in the study; overlapping intervals count once), so a resumed study only spends what is left. A trial
+starts only while its whole budget is left: every trial trains for the same time, so their results compare.
 
 After every trial ``OUT`` gets ``trials.csv``, ``tune.png`` (val top-1 per trial and the best so far) and
 ``best.yaml`` (the best trial's complete recipe), all written atomically.
@@ -339,7 +340,7 @@ def plot_history(rows: Sequence[dict[str, Any]], path: Path, title: str = "") ->
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("val top-1 (%)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)  # beside the points, never on them
     if title:
         ax.set_title(title)
     return save_figure(fig, path)
@@ -461,7 +462,7 @@ def tune(recipe: str | Path | Recipe, data: str | Path, out: str | Path | None, 
             raise EdgevidError(f"{where}: {exc}") from None
     plan = plan_pretraining(base.resolved())  # trained once, before the study: every trial starts from it
     pretrained = [f"model.init={ensure_pretrained(plan, device)}"] if plan else []
-    trial_budget = trial_budget_s if trial_budget_s is not None else budget_s / 4
+    trial_budget = min(trial_budget_s, budget_s) if trial_budget_s is not None else budget_s / 4
     storage_url = storage or f"sqlite:///{out / 'study.db'}"
     study_name = study_name or name
     if storage is None:  # the default storage lives in OUT
@@ -515,14 +516,13 @@ def tune(recipe: str | Path | Recipe, data: str | Path, out: str | Path | None, 
         trial_overrides = [*overrides, *searched]
         trial_recipe = parse_recipe(base.to_dict(), f"trial {trial.number}", searched)
         run_dir = out / "trials" / f"{trial.number:04d}"
-        limit = max(min(trial_budget, clock.left()), 0.0)
         own = trial_recipe.train.minutes  # the trial's schedule ends within its budget (not part of its recipe)
-        timed = [f"train.minutes={limit / 60:.6g}"] if own is None or own * 60 > limit else []
+        timed = [f"train.minutes={trial_budget / 60:.6g}"] if own is None or own * 60 > trial_budget else []
         for key, value in (("overrides", trial_overrides), ("run_dir", str(run_dir)), ("worker", _WORKER),
-                           ("budget_s", limit)):
+                           ("budget_s", trial_budget)):
             trial.set_user_attr(key, value)
         origin = " (the base recipe's own values)" if trial.user_attrs.get("base") else ""
-        console.print(f"[bold]trial {trial.number}[/]{origin} ({format_duration(round(limit))} budget, "
+        console.print(f"[bold]trial {trial.number}[/]{origin} ({format_duration(round(trial_budget))} budget, "
                       f"{max(clock.left(), 0) / 60:.1f} min of the study's budget left): {_short_params(params)}",
                       highlight=False, soft_wrap=True)
         start, best = time.perf_counter(), None
@@ -539,7 +539,7 @@ def tune(recipe: str | Path | Recipe, data: str | Path, out: str | Path | None, 
             if value is not None and trial.should_prune():
                 trial.set_user_attr("stopped", "pruned")
                 raise optuna.TrialPruned(f"val top-1 {best:.1f}% at epoch {epoch} is below the median")
-            if elapsed > limit and epoch < trial_recipe.train.epochs:
+            if elapsed > trial_budget and epoch < trial_recipe.train.epochs:
                 raise _TrialBudget
 
         stopped = "finished"
@@ -560,7 +560,7 @@ def tune(recipe: str | Path | Recipe, data: str | Path, out: str | Path | None, 
         return best
 
     def study_done() -> bool:
-        return clock.left() <= 0 or (n_trials is not None and finished() >= n_trials)
+        return clock.left() < trial_budget or (n_trials is not None and finished() >= n_trials)
 
     def after_trial(study_: optuna.Study, trial: FrozenTrial) -> None:
         clock.touch()
@@ -610,9 +610,10 @@ def tune(recipe: str | Path | Recipe, data: str | Path, out: str | Path | None, 
     if n_trials is not None and finished() >= n_trials:
         console.print(f"nothing to do: study {study_name} has {finished()} finished trial(s) (--trials "
                       f"{n_trials}); raise --trials to search longer", highlight=False, soft_wrap=True)
-    elif left <= 0:
-        console.print(f"nothing to do: study {study_name} has used its {format_duration(budget_s)} budget; raise "
-                      "--budget to search longer", highlight=False, soft_wrap=True)
+    elif left < trial_budget:
+        console.print(f"nothing to do: study {study_name} has {format_duration(max(round(left), 0))} of its "
+                      f"{format_duration(budget_s)} budget left, less than a trial's {format_duration(trial_budget)}; "
+                      "raise --budget to search longer", highlight=False, soft_wrap=True)
     else:
         console.print(f"tuning {identity['recipe']} on {data}: {len(dims)} parameters, {left / 60:.1f} of "
                       f"{budget_s / 60:.1f} min left, {format_duration(trial_budget)} per trial, study "
