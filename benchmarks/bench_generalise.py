@@ -67,6 +67,11 @@ def target_check(recipe: str, best: float | None) -> str:
     return f"{'met' if met else 'MISSED'} ({'>=' if kind == 'min' else '<='} {bound:g}%)"
 
 
+def changes_label(changes: list[str]) -> str:
+    """The ``changes`` column of a row: its recipe overrides, or ``-`` for the recipe as shipped."""
+    return " ".join(changes) or "-"
+
+
 def measure(recipe: str, style: str, budget_min: float, changes: list[str]) -> dict[str, Any]:
     data = style_data(style)
     runs = ROOT / "runs" / "bench" / f"generalise-{style}"
@@ -75,7 +80,7 @@ def measure(recipe: str, style: str, budget_min: float, changes: list[str]) -> d
     last = row["history"][-1] if row["history"] else {}
     return {**{k: row[k] for k in ("recipe", "input", "pretrain", "budget_min", "epochs", "minutes", "best_val_top1",
                                    "best_epoch", "final_val_top1")},
-            "style": style, "changes": " ".join(changes) or "-", "final_train_top1": last.get("train_acc"),
+            "style": style, "changes": changes_label(changes), "final_train_top1": last.get("train_acc"),
             "best_val_top1_3clips": evaluate(row["run_dir"], data, views=VIEWS)["top1"],
             "fit": fit["verdict"] if fit else None,
             "target": target_check(row["recipe"], row["best_val_top1"]),

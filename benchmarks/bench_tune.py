@@ -5,9 +5,9 @@
 
 Step 1 is `edgevid tune --recipe R --data runs/bench/synth-<style> --budget 60m --trial-budget 10m --out
 runs/bench/tune-<style>` (the Python API, same study): it resumes an interrupted or earlier study in that folder and
-does nothing once the study has spent its budget. Its first trial is the recipe's own values. Step 2 trains the best
+does nothing once less than a trial's budget is left. Its first trial is the recipe's own values. Step 2 trains the best
 trial's recipe (``best.yaml``, copied to ``<recipe>_tuned_<style>.yaml``) on each measured style exactly as
-``bench_generalise`` trains a shipped recipe (same budget, no overrides), and merges its rows into
+``bench_generalise`` trains a shipped recipe (same budget, no overrides but ``--set``'s), and merges its rows into
 ``generalise.*``. Results: ``tune.*`` (the trials, and per style the shipped and the tuned recipe's best val top-1
 from ``generalise.json`` of this machine), ``tune.png`` and the tuned recipe. ``--set`` changes the base recipe of
 the study and every measured run (e.g. ``model.init=`` a cached pretraining, so that each trial and run spends its
@@ -23,7 +23,7 @@ import json
 import shutil
 from typing import Any
 
-from benchmarks.bench_generalise import measure, record, style_data
+from benchmarks.bench_generalise import changes_label, measure, record, style_data
 from benchmarks.bench_training import ROOT, recipe_path
 from benchmarks.common import machine_info, markdown_table, results_dir, write_results
 from edgevid.data.synth import STYLES
@@ -93,7 +93,7 @@ def main() -> None:
         record(rows, [tuned_name], info)
     trials = [{**{k: r.get(k) for k in TRIAL_COLUMNS if k != "params"}, "params": _params_text(r["params"])}
               for r in result.rows]
-    changes = " ".join(args.changes) or "-"
+    changes = changes_label(args.changes)
     comparison = compare(base.stem, tuned_name, args.style, list(STYLES), changes)
     best = result.best
     notes = (
